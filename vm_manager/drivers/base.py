@@ -133,7 +133,7 @@ class NodeDriver(Protocol):
     async def vm_start(self, vm_id: str) -> VMStatus: ...
 
     async def vm_stop(self, vm_id: str, timeout: float = 30.0) -> VMStatus:
-        """Graceful ACPI powerdown, hard kill after ``timeout``. Stopping a stopped VM is a no-op."""
+        """Graceful ACPI powerdown, hard kill after ``timeout``; a stopped VM is a no-op."""
         ...
 
     async def vm_delete(self, vm_id: str) -> None:

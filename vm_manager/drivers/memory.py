@@ -349,7 +349,7 @@ class _PtyTerminal:
         if pid == 0:  # child
             os.chdir(cwd)
             env = {"TERM": "xterm-256color", "HOME": str(cwd), "PATH": os.environ["PATH"]}
-            os.execvpe("bash", ["bash", "--noprofile", "--norc", "-i"], env)  # noqa: S606
+            os.execvpe("bash", ["bash", "--noprofile", "--norc", "-i"], env)  # noqa: S606, S607
         terminal = cls(pid, fd)
         await terminal.resize(cols, rows)
         return terminal

@@ -1,0 +1,24 @@
+"""Config rows inserted on ``post_migrate`` when missing (never overwriting an edit)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class ConfigDefault(NamedTuple):
+    name: str
+    value: str
+    description: str
+
+
+CONFIG_DEFAULTS: tuple[ConfigDefault, ...] = (
+    ConfigDefault("token_input_price", "1.5e-7", "Price per prompt (input) token"),
+    ConfigDefault("token_output_price", "7.5e-7", "Price per completion (output) token"),
+    ConfigDefault("default_ai_use_per_day", "5", "Daily AI uses for new users"),
+    ConfigDefault("default_credits", "3", "Credits for new users"),
+    ConfigDefault("openai_model", "openai/gpt-oss-120b", "Default LLM model"),
+    ConfigDefault("openai_api_url", "https://api.groq.com/openai/v1", "OpenAI-compatible API URL"),
+    ConfigDefault("openai_api_key", "change-me", "API key of the AI provider (secret)"),
+)
+
+SECRET_CONFIG_NAMES = frozenset({"openai_api_key"})

@@ -1,0 +1,3 @@
+"""WebSocket routes (console, editor, AI); each app contributes its own patterns."""
+
+websocket_urlpatterns: list = []
