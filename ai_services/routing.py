@@ -1,0 +1,3 @@
+"""The AI assistant socket."""
+
+websocket_urlpatterns: list = []

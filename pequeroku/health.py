@@ -1,0 +1,3 @@
+"""Liveness and readiness endpoints."""
+
+urlpatterns: list = []

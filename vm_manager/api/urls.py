@@ -1,0 +1,3 @@
+"""REST routes of the VM manager under /api/."""
+
+urlpatterns: list = []

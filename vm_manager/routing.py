@@ -1,0 +1,3 @@
+"""Console and editor sockets."""
+
+websocket_urlpatterns: list = []
