@@ -7,7 +7,7 @@ constraints and small in-row derivations (resources from the type, quota from th
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.conf import settings
@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
     from internal_config.models import AIUsageLog, AuditLog
+
+
+def utc_day_start() -> datetime:
+    """Midnight UTC today: daily AI uses reset on the UTC day, whatever TIME_ZONE says."""
+    return datetime.combine(timezone.now().astimezone(UTC).date(), time.min, tzinfo=UTC)
 
 
 class ContainerType(models.Model):
@@ -109,8 +114,9 @@ class ResourceQuota(models.Model):
     def ai_uses_today(self) -> int:
         from internal_config.models import AIUsageLog
 
-        start = timezone.make_aware(datetime.combine(timezone.now().date(), time.min))
-        return AIUsageLog.objects.filter(user_id=self.user_id, created_at__gte=start).count()
+        return AIUsageLog.objects.filter(
+            user_id=self.user_id, created_at__gte=utc_day_start()
+        ).count()
 
     def ai_uses_left_today(self) -> int:
         return max(self.ai_use_per_day - self.ai_uses_today(), 0)
