@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.http import HttpRequest
 
 from internal_config.models import AuditLog
@@ -45,7 +46,9 @@ def _write(**fields: Any) -> AuditLog | None:
     fields["target_id"] = "" if fields.get("target_id") is None else str(fields["target_id"])
     fields["metadata"] = fields.get("metadata") or {}
     try:
-        return AuditLog.objects.create(**fields)
+        # A savepoint, so a failed write cannot poison the caller's transaction.
+        with transaction.atomic():
+            return AuditLog.objects.create(**fields)
     except Exception:
         logger.exception("could not write audit log %s", fields.get("action"))
         return None

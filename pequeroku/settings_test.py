@@ -48,3 +48,5 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"anon": "10000/min", "user": "10000/min", "login": "10/min"},
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+# Tests serve no static files; WhiteNoise would warn that STATIC_ROOT was never collected.
+MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith("whitenoise.")]  # noqa: F405

@@ -9,7 +9,12 @@ def test_new_user_gets_quota_with_config_defaults_and_public_types(db):
     Config.objects.filter(name="default_credits").update(value="7")
     Config.objects.filter(name="default_ai_use_per_day").update(value="11")
     ContainerType.objects.create(
-        container_type_name="gpu", vcpus=4, memory_mb=8192, disk_gib=40, credits_cost=6, private=True
+        container_type_name="gpu",
+        vcpus=4,
+        memory_mb=8192,
+        disk_gib=40,
+        credits_cost=6,
+        private=True,
     )
 
     user = User.objects.create_user("carol", password="x")

@@ -1,0 +1,70 @@
+"""Settings are read from the environment; each case runs in a fresh interpreter."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = (
+    "import json, django; from django.conf import settings; django.setup(); "
+    "print(json.dumps({'db': settings.DATABASES['default']['ENGINE'], "
+    "'layer': settings.CHANNEL_LAYERS['default']['BACKEND'], 'debug': settings.DEBUG, "
+    "'hosts': settings.ALLOWED_HOSTS}))"
+)
+CLEARED = ("SECRET_KEY", "DEBUG", "DB_NAME", "REDIS_URL", "ALLOWED_HOSTS")
+
+
+def run_settings(**env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    clean.update({"DJANGO_SETTINGS_MODULE": "pequeroku.settings", **env})
+    return subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=clean, capture_output=True, text=True
+    )
+
+
+def test_newcomer_defaults_are_sqlite_and_in_memory_layer():
+    result = run_settings()
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "db": "django.db.backends.sqlite3",
+        "layer": "channels.layers.InMemoryChannelLayer",
+        "debug": True,
+        "hosts": ["localhost", "127.0.0.1", "[::1]"],
+    }
+
+
+def test_db_name_and_redis_url_switch_to_postgresql_and_redis():
+    result = run_settings(DB_NAME="pequeroku", REDIS_URL="redis://127.0.0.1:6379/1")
+
+    assert json.loads(result.stdout)["db"] == "django.db.backends.postgresql"
+    assert json.loads(result.stdout)["layer"] == "channels_redis.core.RedisChannelLayer"
+
+
+def test_production_refuses_the_default_secret_key():
+    result = run_settings(DEBUG="false", REDIS_URL="redis://127.0.0.1:6379/1")
+
+    assert result.returncode != 0
+    assert "DEBUG=false needs a real SECRET_KEY" in result.stderr
+
+
+def test_production_refuses_an_in_memory_channel_layer():
+    result = run_settings(DEBUG="false", SECRET_KEY="x" * 60)
+
+    assert result.returncode != 0
+    assert "DEBUG=false needs REDIS_URL" in result.stderr
+
+
+def test_unreadable_boolean_is_a_clear_error():
+    result = run_settings(DEBUG="maybe")
+
+    assert result.returncode != 0
+    assert "DEBUG must be true or false, got 'maybe'" in result.stderr
+
+
+def test_allowed_hosts_is_comma_separated():
+    result = run_settings(ALLOWED_HOSTS="api.example.com, localhost")
+
+    assert json.loads(result.stdout)["hosts"] == ["api.example.com", "localhost"]
