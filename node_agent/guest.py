@@ -1,0 +1,335 @@
+"""Talking to a guest over SSH: one verified connection per VM, commands and file operations.
+
+Entry points: ``load_or_create_key``, ``wait_for_banner``, ``GuestConnection`` (``get``,
+``ready``, ``close``), ``run``, ``exec_command``, and the file operations ``list_dir``,
+``read_file``, ``write_file``, ``make_dir``, ``move_path``, ``delete_path``, ``check_dir``,
+``tar_stream``.
+
+Every file operation runs as one small shell script in the guest that first resolves the path
+with ``realpath -m`` (following symlinks the way the guest's own filesystem does) and refuses it
+when it leaves ``/app``; only then does it touch anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from .errors import (
+    AgentError,
+    BadRequestError,
+    GuestFileNotFoundError,
+    IdentityMismatchError,
+    PathNotAllowedError,
+    SSHNotReadyError,
+)
+
+log = logging.getLogger("node_agent.guest")
+
+MAX_OUTPUT_BYTES = 256 * 1024
+MAX_FILE_BYTES = 64 * 1024 * 1024
+INSTANCE_ID_PATH = "/run/pequeroku/instance_id"
+CONNECT_TIMEOUT = 20.0
+
+
+def load_or_create_key(ssh_dir: Path) -> tuple[asyncssh.SSHKey, Path]:
+    """The node's ed25519 key and the ``authorized_keys`` file handed to every guest."""
+    ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_path, authorized = ssh_dir / "id_ed25519", ssh_dir / "authorized_keys"
+    if key_path.exists():
+        key = asyncssh.read_private_key(str(key_path))
+    else:
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="pequeroku-node-agent")
+        key.write_private_key(str(key_path))
+        key_path.chmod(0o600)
+    public = key.export_public_key().decode().strip() + "\n"
+    if not authorized.exists() or authorized.read_text() != public:
+        authorized.write_text(public)
+    return key, authorized
+
+
+async def wait_for_banner(port: int, attempt_timeout: float = 1.5) -> bool:
+    """One attempt: does something on ``port`` speak SSH?"""
+    try:
+        async with asyncio.timeout(attempt_timeout):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                return (await reader.readline()).startswith(b"SSH-")
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except (TimeoutError, OSError):
+        return False
+
+
+class GuestConnection:
+    """The one SSH connection to a VM, opened lazily and checked against its instance id.
+
+    The port comes from a callable so a reconnect always uses the VM's current forward.
+    """
+
+    def __init__(
+        self, vm_id: str, instance_id: str, port: Callable[[], int | None], key: asyncssh.SSHKey
+    ) -> None:
+        self.vm_id, self.instance_id = vm_id, instance_id
+        self._port, self._key = port, key
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._lock = asyncio.Lock()
+
+    def ready(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def get(self) -> asyncssh.SSHClientConnection:
+        async with self._lock:
+            if self.ready():
+                assert self._conn is not None  # noqa: S101
+                return self._conn
+            self._conn = await self._connect_verified()
+            return self._conn
+
+    async def _connect_verified(self) -> asyncssh.SSHClientConnection:
+        port = self._port()
+        if port is None:
+            raise SSHNotReadyError(f"VM {self.vm_id} has no SSH forward")
+        try:
+            # Host keys are not pinned: the instance id below is what proves which VM answered.
+            conn = await asyncssh.connect(
+                "127.0.0.1",
+                port,
+                username="root",
+                client_keys=[self._key],
+                known_hosts=None,
+                agent_path=None,
+                connect_timeout=CONNECT_TIMEOUT,
+                keepalive_interval=15,
+                keepalive_count_max=4,
+            )
+        except (OSError, asyncssh.Error, TimeoutError) as exc:
+            raise SSHNotReadyError(f"SSH to VM {self.vm_id} failed: {type(exc).__name__}") from None
+        try:
+            seen = await self._read_instance_id(conn)
+        except BaseException:
+            conn.close()
+            raise
+        if seen != self.instance_id:
+            conn.close()
+            log.warning(
+                "VM %s: guest on port %s is not this VM (identity mismatch)", self.vm_id, port
+            )
+            raise IdentityMismatchError(f"the guest answering for VM {self.vm_id} is another VM")
+        return conn
+
+    @staticmethod
+    async def _read_instance_id(conn: asyncssh.SSHClientConnection) -> str:
+        try:
+            result = await asyncio.wait_for(
+                conn.run(f"cat {INSTANCE_ID_PATH}", check=False), CONNECT_TIMEOUT
+            )
+        except (OSError, asyncssh.Error, TimeoutError):
+            raise SSHNotReadyError("could not read the guest's instance id") from None
+        return str(result.stdout or "").strip() if result.exit_status == 0 else ""
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                with contextlib.suppress(Exception):
+                    await self._conn.wait_closed()
+                self._conn = None
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+
+
+async def _drain(stream: asyncssh.SSHReader[bytes], limit: int) -> bytes:
+    buffer = bytearray()
+    while chunk := await stream.read(65536):
+        if len(buffer) < limit:
+            buffer += chunk[: limit - len(buffer)]
+    return bytes(buffer)
+
+
+async def run(
+    conn: asyncssh.SSHClientConnection,
+    command: str,
+    *,
+    stdin: bytes = b"",
+    timeout: float = 30.0,
+    limit: int = MAX_OUTPUT_BYTES,
+) -> RunResult:
+    """Run ``command`` in the guest, keeping at most ``limit`` bytes of each output stream."""
+    try:
+        proc = await conn.create_process(command, encoding=None)
+    except (OSError, asyncssh.Error) as exc:
+        raise SSHNotReadyError(f"SSH session failed: {type(exc).__name__}") from None
+    proc.stdin.write(stdin)
+    proc.stdin.write_eof()
+    try:
+        async with asyncio.timeout(timeout):
+            stdout, stderr = await asyncio.gather(
+                _drain(proc.stdout, limit), _drain(proc.stderr, limit)
+            )
+            await proc.wait_closed()
+    except TimeoutError:
+        proc.close()
+        return RunResult(exit_code=124, stdout=b"", stderr=b"timed out", timed_out=True)
+    except (OSError, asyncssh.Error) as exc:
+        raise SSHNotReadyError(f"SSH session failed: {type(exc).__name__}") from None
+    code = proc.exit_status if proc.exit_status is not None else -1
+    return RunResult(exit_code=code, stdout=stdout, stderr=stderr, timed_out=False)
+
+
+async def exec_command(
+    conn: asyncssh.SSHClientConnection, cmd: str, timeout: float
+) -> dict[str, object]:
+    seconds = max(1, int(timeout + 0.999))
+    # The guest's ``timeout`` kills the whole command; the agent-side limit is a backstop.
+    wrapped = f"cd /app && exec timeout -k 2 {seconds} bash -lc {shlex.quote(cmd)}"
+    started = time.monotonic()
+    result = await run(conn, wrapped, timeout=timeout + 10)
+    timed_out = result.timed_out or (
+        result.exit_code in (124, 137) and time.monotonic() - started >= seconds - 0.5
+    )
+    return {
+        "exit_code": result.exit_code,
+        "stdout": result.stdout.decode(errors="replace"),
+        "stderr": result.stderr.decode(errors="replace"),
+        "timed_out": timed_out,
+    }
+
+
+# -- file operations ----------------------------------------------------------------------------
+
+_GUARD = r"""
+inside() {
+  r=$(realpath -m -- "$1") || exit 96
+  case "$r" in /app|/app/*) ;; *) echo "path leaves /app: $1" >&2; exit 99 ;; esac
+}
+"""
+
+_SCRIPTS = {
+    "list": r"""inside "$1"; [ -d "$1" ] || exit 98
+find -H "$1" -mindepth 1 -maxdepth 1 -printf '%y\t%s\t%m\t%f\0'""",
+    "check_dir": r"""inside "$1"; [ -d "$1" ] || exit 98""",
+    "read": r"""inside "$1"; [ -f "$1" ] || exit 98; exec cat -- "$1" """,
+    "write": r"""inside "$1"; [ -d "$1" ] && { echo "is a directory" >&2; exit 97; }
+mkdir -p -- "$(dirname -- "$1")" || exit 95
+cat > "$1" || exit 95
+[ -z "$2" ] || chmod -- "$2" "$1" || exit 95""",
+    "mkdir": r"""inside "$1"; mkdir -p -- "$1" || exit 95""",
+    "move": r"""inside "$1"; inside "$2"
+[ "$1" = /app ] && exit 99
+[ -e "$1" ] || [ -L "$1" ] || exit 98
+mkdir -p -- "$(dirname -- "$2")" || exit 95
+mv -T -- "$1" "$2" || exit 95""",
+    "delete": r"""inside "$1"; [ "$1" = /app ] && { echo "refusing to delete /app" >&2; exit 99; }
+if [ -d "$1" ] && [ ! -L "$1" ]; then rm -rf -- "$1" || exit 95
+elif [ -e "$1" ] || [ -L "$1" ]; then rm -f -- "$1" || exit 95
+else exit 98; fi""",
+    "tar": r"""inside "$1"; [ -d "$1" ] || exit 98; cd -- "$1" && exec tar -c"$2"f - .""",
+}
+
+
+def _script_command(name: str, *args: str) -> str:
+    script = _GUARD + _SCRIPTS[name]
+    return " ".join(["bash", "-c", shlex.quote(script), "_", *(shlex.quote(a) for a in args)])
+
+
+def _raise_for(result: RunResult, path: str) -> None:
+    message = result.stderr.decode(errors="replace").strip()[-300:]
+    if result.exit_code == 0:
+        return
+    if result.exit_code == 99:
+        raise PathNotAllowedError(f"path {path!r} resolves outside /app")
+    if result.exit_code == 98:
+        raise GuestFileNotFoundError(f"{path} does not exist")
+    if result.timed_out:
+        raise AgentError(f"file operation on {path} timed out")
+    raise BadRequestError(message or f"file operation on {path} failed ({result.exit_code})")
+
+
+async def _file_op(
+    conn: asyncssh.SSHClientConnection,
+    name: str,
+    *args: str,
+    stdin: bytes = b"",
+    limit: int = MAX_OUTPUT_BYTES,
+) -> bytes:
+    result = await run(conn, _script_command(name, *args), stdin=stdin, timeout=120, limit=limit)
+    _raise_for(result, args[0])
+    return result.stdout
+
+
+_KINDS = {"f": "file", "d": "directory", "l": "symlink"}
+
+
+async def list_dir(conn: asyncssh.SSHClientConnection, path: str) -> list[dict[str, object]]:
+    raw = await _file_op(conn, "list", path, limit=MAX_FILE_BYTES)
+    entries = []
+    for record in filter(None, raw.split(b"\0")):
+        kind, size, mode, name = record.decode(errors="replace").split("\t", 3)
+        entries.append(
+            {
+                "path": f"{path.rstrip('/')}/{name}",
+                "name": name,
+                "path_type": _KINDS.get(kind, "other"),
+                "size": int(size),
+                "mode": int(mode, 8),
+            }
+        )
+    return sorted(entries, key=lambda entry: str(entry["name"]))
+
+
+async def read_file(conn: asyncssh.SSHClientConnection, path: str) -> bytes:
+    return await _file_op(conn, "read", path, limit=MAX_FILE_BYTES)
+
+
+async def write_file(
+    conn: asyncssh.SSHClientConnection, path: str, content: bytes, mode: int | None
+) -> None:
+    await _file_op(conn, "write", path, "" if mode is None else format(mode, "o"), stdin=content)
+
+
+async def make_dir(conn: asyncssh.SSHClientConnection, path: str) -> None:
+    await _file_op(conn, "mkdir", path)
+
+
+async def move_path(conn: asyncssh.SSHClientConnection, src: str, dst: str) -> None:
+    await _file_op(conn, "move", src, dst)
+
+
+async def delete_path(conn: asyncssh.SSHClientConnection, path: str) -> None:
+    await _file_op(conn, "delete", path)
+
+
+async def check_dir(conn: asyncssh.SSHClientConnection, path: str) -> None:
+    await _file_op(conn, "check_dir", path)
+
+
+async def tar_stream(
+    conn: asyncssh.SSHClientConnection, root: str, gzip: bool
+) -> AsyncIterator[bytes]:
+    """Stream ``tar`` of ``root`` from the guest (``check_dir`` first: errors come before data)."""
+    proc = await conn.create_process(
+        _script_command("tar", root, "z" if gzip else ""), encoding=None
+    )
+    proc.stdin.write_eof()
+    try:
+        while chunk := await proc.stdout.read(65536):
+            yield chunk
+    finally:
+        proc.close()

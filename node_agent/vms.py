@@ -1,0 +1,361 @@
+"""The VMs of one node: their records on disk, QEMU processes and guest connections.
+
+Entry points (``VMManager``): ``startup``, ``shutdown``, ``health``, ``create``, ``start``,
+``stop``, ``delete``, ``status``, ``list``, ``stats``, ``guest``.
+
+Each VM lives in ``<data-dir>/vms/<vm_id>/`` (``vm.json``, overlay, pidfile, serial log, QMP
+socket). QEMU runs daemonized, so the agent can exit or crash without touching the VMs; on
+start the agent re-adopts every VM whose pidfile names a live QEMU started for that VM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import asyncssh
+
+from . import qemu
+from .config import AgentConfig
+from .errors import (
+    BadRequestError,
+    QemuError,
+    VMNotFoundError,
+    VMNotRunningError,
+)
+from .guest import GuestConnection, load_or_create_key, wait_for_banner
+
+log = logging.getLogger("node_agent.vms")
+
+VM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+WARMUP_INTERVAL = 0.25
+
+
+@dataclass
+class VMRecord:
+    """What ``vm.json`` holds: the spec plus what the agent chose for this VM."""
+
+    vm_id: str
+    vcpus: int
+    memory_mb: int
+    disk_gib: int
+    image: str
+    instance_id: str
+    ssh_port: int | None = None
+    accel: str | None = None
+    expected_running: bool = False
+    created_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def load(cls, path: Path) -> VMRecord:
+        data = json.loads(path.read_text())
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+
+class ManagedVM:
+    def __init__(self, record: VMRecord, files: qemu.VMFiles, key: asyncssh.SSHKey) -> None:
+        self.record, self.files = record, files
+        self.lock = asyncio.Lock()
+        self.guest = GuestConnection(record.vm_id, record.instance_id, lambda: record.ssh_port, key)
+        self.warmup: asyncio.Task[None] | None = None
+        self.cpu_sample: qemu.CpuSample | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return qemu.read_pid(self.files.pidfile)
+
+    def alive(self) -> bool:
+        return qemu.qemu_alive(self.pid, self.record.instance_id)
+
+    def save(self) -> None:
+        self.record.save(self.files.record)
+
+    def status(self) -> dict[str, object]:
+        alive = self.alive()
+        if alive:
+            state, detail = "running", "" if self.guest.ready() else "booting"
+        elif self.record.expected_running:
+            state, detail = "error", "qemu process exited unexpectedly"
+        else:
+            state, detail = "stopped", ""
+        return {
+            "vm_id": self.record.vm_id,
+            "state": state,
+            "vcpus": self.record.vcpus,
+            "memory_mb": self.record.memory_mb,
+            "disk_gib": self.record.disk_gib,
+            "ssh_ready": alive and self.guest.ready(),
+            "detail": detail,
+        }
+
+
+class VMManager:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.vms_dir = config.data_dir / "vms"
+        self.ports = qemu.PortRegistry()
+        self.vms: dict[str, ManagedVM] = {}
+        self._create_lock = asyncio.Lock()
+        self._accel: asyncio.Task[str] | None = None
+        self.key, self.authorized_keys = load_or_create_key(config.data_dir / "ssh")
+
+    # -- lifecycle of the agent -------------------------------------------------------------
+
+    async def startup(self) -> None:
+        self.vms_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.accel == "auto":
+            self._accel = asyncio.create_task(qemu.probe_accel(self.config.image_dir))
+        else:
+            self._accel = asyncio.create_task(_constant(self.config.accel))
+            log.info("accelerator: %s (forced by --accel)", self.config.accel)
+        for record_path in sorted(self.vms_dir.glob("*/vm.json")):
+            self._adopt(record_path)
+
+    def _adopt(self, record_path: Path) -> None:
+        try:
+            record = VMRecord.load(record_path)
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("skipping unreadable %s: %s", record_path, exc)
+            return
+        vm = ManagedVM(record, qemu.VMFiles.under(record_path.parent), self.key)
+        self.vms[record.vm_id] = vm
+        if vm.alive() and record.ssh_port is not None:
+            self.ports.claim(record.ssh_port, record.vm_id)
+            self._start_warmup(vm)
+            log.info("adopted running VM %s (pid %s)", record.vm_id, vm.pid)
+        else:
+            log.info("found VM %s, not running", record.vm_id)
+
+    async def shutdown(self) -> None:
+        """Close connections only: the VMs keep running without the agent."""
+        for vm in self.vms.values():
+            if vm.warmup is not None:
+                vm.warmup.cancel()
+            await vm.guest.close()
+        if self._accel is not None and not self._accel.done():
+            self._accel.cancel()
+
+    async def accel(self) -> str:
+        assert self._accel is not None  # noqa: S101
+        return await asyncio.shield(self._accel)
+
+    async def health(self) -> dict[str, object]:
+        accel = await self.accel()
+        running = [vm for vm in self.vms.values() if vm.alive()]
+        return {
+            "arch": qemu.host_arch(),
+            "kvm_available": accel == "kvm",
+            "accel": accel,
+            "capacity_vcpus": os.cpu_count() or 1,
+            "capacity_mem_mb": _mem_total_mb(),
+            "used_vcpus": sum(vm.record.vcpus for vm in running),
+            "used_mem_mb": sum(vm.record.memory_mb for vm in running),
+            "running_vms": len(running),
+        }
+
+    # -- VM operations ----------------------------------------------------------------------
+
+    def _get(self, vm_id: str) -> ManagedVM:
+        try:
+            return self.vms[vm_id]
+        except KeyError:
+            raise VMNotFoundError(f"no VM {vm_id}") from None
+
+    async def create(self, spec: dict[str, object]) -> dict[str, object]:
+        vm_id = str(spec["vm_id"])
+        if not VM_ID_RE.match(vm_id):
+            raise BadRequestError("vm_id must be 1-64 letters, digits, '.', '_' or '-'")
+        image_name = str(spec["image"])
+        if not VM_ID_RE.match(image_name):
+            raise BadRequestError("image must be a plain name")
+        async with self._create_lock:
+            if vm_id in self.vms:
+                return self.vms[vm_id].status()
+            image = qemu.BootImage.load(self.config.image_dir, image_name)
+            vm_dir = self.vms_dir / vm_id
+            vm_dir.mkdir(parents=True, exist_ok=True)
+            files = qemu.VMFiles.under(vm_dir)
+            try:
+                await qemu.create_overlay(image.rootfs, files.overlay, int(spec["disk_gib"]))  # type: ignore[call-overload]
+            except BaseException:
+                shutil.rmtree(vm_dir, ignore_errors=True)
+                raise
+            record = VMRecord(
+                vm_id=vm_id,
+                vcpus=int(spec["vcpus"]),  # type: ignore[call-overload]
+                memory_mb=int(spec["memory_mb"]),  # type: ignore[call-overload]
+                disk_gib=int(spec["disk_gib"]),  # type: ignore[call-overload]
+                image=image_name,
+                instance_id=secrets.token_hex(16),
+            )
+            record.save(files.record)
+            vm = self.vms[vm_id] = ManagedVM(record, files, self.key)
+            log.info("created VM %s (image %s)", vm_id, image_name)
+            return vm.status()
+
+    async def start(self, vm_id: str) -> dict[str, object]:
+        vm = self._get(vm_id)
+        async with vm.lock:
+            if vm.alive():
+                return vm.status()
+            await self._cleanup_runtime(vm)
+            await self._launch(vm)
+            self._start_warmup(vm)
+            return vm.status()
+
+    async def _launch(self, vm: ManagedVM) -> None:
+        image = qemu.BootImage.load(self.config.image_dir, vm.record.image)
+        accel = await self.accel()
+        tried: set[int] = set()
+        for _ in range(5):
+            port = self.ports.reserve(vm.record.vm_id, avoid=tried)
+            tried.add(port)
+            vm.record.ssh_port, vm.record.accel = port, accel
+            cmd = qemu.qemu_command(
+                accel=accel,
+                image=image,
+                files=vm.files,
+                vcpus=vm.record.vcpus,
+                memory_mb=vm.record.memory_mb,
+                ssh_port=port,
+                instance_id=vm.record.instance_id,
+                authorized_keys=self.authorized_keys,
+            )
+            try:
+                await qemu.launch(cmd)
+            except qemu.PortInUseError:
+                self.ports.release(vm.record.vm_id)
+                continue
+            except BaseException:
+                self.ports.release(vm.record.vm_id)
+                raise
+            vm.record.expected_running = True
+            vm.save()
+            log.info(
+                "started VM %s (pid %s, ssh port %s, %s)", vm.record.vm_id, vm.pid, port, accel
+            )
+            return
+        raise QemuError("could not find a free port for the SSH forward")
+
+    def _start_warmup(self, vm: ManagedVM) -> None:
+        if vm.warmup is None or vm.warmup.done():
+            vm.warmup = asyncio.create_task(self._warm_up(vm))
+
+    async def _warm_up(self, vm: ManagedVM) -> None:
+        """Open the guest connection as soon as SSH answers, so ``ssh_ready`` flips early."""
+        while vm.alive():
+            if vm.guest.ready():
+                await asyncio.sleep(1.0)
+                continue
+            port = vm.record.ssh_port
+            if port is not None and await wait_for_banner(port):
+                with contextlib.suppress(Exception):
+                    await vm.guest.get()
+                    log.info("VM %s: SSH ready", vm.record.vm_id)
+                    continue
+            await asyncio.sleep(WARMUP_INTERVAL)
+        await vm.guest.close()
+
+    async def _cleanup_runtime(self, vm: ManagedVM) -> None:
+        if vm.warmup is not None:
+            vm.warmup.cancel()
+            with contextlib.suppress(BaseException):
+                await vm.warmup
+            vm.warmup = None
+        await vm.guest.close()
+        self.ports.release(vm.record.vm_id)
+        for path in (vm.files.pidfile, vm.files.qmp_socket):
+            path.unlink(missing_ok=True)
+
+    async def stop(self, vm_id: str, timeout: float) -> dict[str, object]:
+        vm = self._get(vm_id)
+        async with vm.lock:
+            pid = vm.pid
+            if vm.alive() and pid is not None:
+                await self._powerdown(vm, pid, timeout)
+            vm.record.expected_running = False
+            vm.save()
+            await self._cleanup_runtime(vm)
+            return vm.status()
+
+    async def _powerdown(self, vm: ManagedVM, pid: int, timeout: float) -> None:
+        await vm.guest.close()
+        try:
+            await qemu.qmp_execute(vm.files.qmp_socket, "system_powerdown")
+        except Exception as exc:  # any QMP failure means: fall back to kill
+            log.warning("VM %s: QMP powerdown failed (%s), killing", vm.record.vm_id, exc)
+        if await qemu.wait_exit(pid, vm.record.instance_id, timeout):
+            log.info("VM %s powered off", vm.record.vm_id)
+            return
+        log.warning("VM %s ignored powerdown for %.0fs, killing", vm.record.vm_id, timeout)
+        await qemu.kill_qemu(pid, vm.record.instance_id)
+
+    async def delete(self, vm_id: str) -> None:
+        vm = self.vms.get(vm_id)
+        if vm is None:
+            return
+        async with vm.lock:
+            pid = vm.pid
+            if vm.alive() and pid is not None:
+                await qemu.kill_qemu(pid, vm.record.instance_id)
+            await self._cleanup_runtime(vm)
+            shutil.rmtree(vm.files.root, ignore_errors=True)
+            self.vms.pop(vm_id, None)
+            log.info("deleted VM %s", vm_id)
+
+    async def status(self, vm_id: str) -> dict[str, object]:
+        return self._get(vm_id).status()
+
+    async def list(self) -> list[dict[str, object]]:
+        return [vm.status() for vm in self.vms.values()]
+
+    async def stats(self, vm_id: str) -> dict[str, object]:
+        vm = self._running(vm_id)
+        pid = vm.pid
+        assert pid is not None  # noqa: S101
+        try:
+            current = qemu.cpu_sample(pid)
+            previous = vm.cpu_sample
+            if previous is None:
+                await asyncio.sleep(0.2)
+                previous, current = current, qemu.cpu_sample(pid)
+            vm.cpu_sample = current
+            return qemu.process_stats(pid, previous, current)
+        except OSError:
+            raise VMNotRunningError(f"VM {vm_id} is not running") from None
+
+    def _running(self, vm_id: str) -> ManagedVM:
+        vm = self._get(vm_id)
+        if not vm.alive():
+            raise VMNotRunningError(f"VM {vm_id} is {vm.status()['state']}")
+        return vm
+
+    async def guest(self, vm_id: str) -> asyncssh.SSHClientConnection:
+        """The verified SSH connection of a running VM (opened now if the warm-up has not)."""
+        return await self._running(vm_id).guest.get()
+
+
+async def _constant(value: str) -> str:
+    return value
+
+
+def _mem_total_mb() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 0
