@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     host, port = split_listen(args.listen)
     if host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("listening on %s: put TLS in front or restrict it to the web host", host)
-    uvicorn.run(create_app(config), host=host, port=port, log_level=args.log_level, ws="websockets")
+    uvicorn.run(
+        create_app(config), host=host, port=port, log_level=args.log_level, ws="websockets-sansio"
+    )
 
 
 if __name__ == "__main__":

@@ -89,6 +89,10 @@ class VMFiles:
         return self.root / "qemu.pid"
 
     @property
+    def launch_log(self) -> Path:
+        return self.root / "qemu.log"
+
+    @property
     def serial_log(self) -> Path:
         return self.root / "serial.log"
 
@@ -200,14 +204,33 @@ def qemu_command(
     ]
 
 
-async def launch(cmd: list[str]) -> None:
-    """Run QEMU with ``-daemonize``: returns once the VM runs detached from the agent."""
-    code, out = await _run(*cmd, timeout=LAUNCH_TIMEOUT)
+async def launch(cmd: list[str], output: Path) -> None:
+    """Run QEMU with ``-daemonize``: returns once the VM runs detached from the agent.
+
+    Output goes to a file, not a pipe: the daemon keeps the inherited descriptors open, so a
+    pipe would never reach end-of-file while the VM runs.
+    """
+    with output.open("wb") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=sink,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        code = await asyncio.wait_for(proc.wait(), LAUNCH_TIMEOUT)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise QemuError(f"qemu did not daemonize in {LAUNCH_TIMEOUT:.0f}s") from None
     if code == 0:
         return
+    out = output.read_text(errors="replace").strip()
     if "host forwarding" in out or "Address already in use" in out:
-        raise PortInUseError(out.strip()[-500:])
-    raise QemuError(f"qemu failed to start: {out.strip()[-1000:]}")
+        raise PortInUseError(out[-500:])
+    raise QemuError(f"qemu failed to start: {out[-1000:]}")
 
 
 def read_pid(pidfile: Path) -> int | None:

@@ -27,6 +27,7 @@ import asyncssh
 from . import qemu
 from .config import AgentConfig
 from .errors import (
+    AgentError,
     BadRequestError,
     QemuError,
     VMNotFoundError,
@@ -38,6 +39,7 @@ log = logging.getLogger("node_agent.vms")
 
 VM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WARMUP_INTERVAL = 0.25
+WARMUP_BACKOFF = 2.0
 
 
 @dataclass
@@ -236,11 +238,12 @@ class VMManager:
                 authorized_keys=self.authorized_keys,
             )
             try:
-                await qemu.launch(cmd)
+                await qemu.launch(cmd, vm.files.launch_log)
             except qemu.PortInUseError:
                 self.ports.release(vm.record.vm_id)
                 continue
             except BaseException:
+                await self._kill_leftover(vm)
                 self.ports.release(vm.record.vm_id)
                 raise
             vm.record.expected_running = True
@@ -250,6 +253,12 @@ class VMManager:
             )
             return
         raise QemuError("could not find a free port for the SSH forward")
+
+    async def _kill_leftover(self, vm: ManagedVM) -> None:
+        pid = vm.pid
+        if pid is not None:
+            with contextlib.suppress(QemuError):
+                await qemu.kill_qemu(pid, vm.record.instance_id)
 
     def _start_warmup(self, vm: ManagedVM) -> None:
         if vm.warmup is None or vm.warmup.done():
@@ -263,19 +272,26 @@ class VMManager:
                 continue
             port = vm.record.ssh_port
             if port is not None and await wait_for_banner(port):
-                with contextlib.suppress(Exception):
+                try:
                     await vm.guest.get()
-                    log.info("VM %s: SSH ready", vm.record.vm_id)
+                except AgentError as exc:
+                    log.info("VM %s: SSH not usable yet (%s)", vm.record.vm_id, exc.code)
+                    await asyncio.sleep(WARMUP_BACKOFF)
                     continue
+                log.info("VM %s: SSH ready", vm.record.vm_id)
+                continue
             await asyncio.sleep(WARMUP_INTERVAL)
         await vm.guest.close()
 
-    async def _cleanup_runtime(self, vm: ManagedVM) -> None:
+    async def _stop_warmup(self, vm: ManagedVM) -> None:
         if vm.warmup is not None:
             vm.warmup.cancel()
             with contextlib.suppress(BaseException):
                 await vm.warmup
             vm.warmup = None
+
+    async def _cleanup_runtime(self, vm: ManagedVM) -> None:
+        await self._stop_warmup(vm)
         await vm.guest.close()
         self.ports.release(vm.record.vm_id)
         for path in (vm.files.pidfile, vm.files.qmp_socket):
@@ -293,6 +309,7 @@ class VMManager:
             return vm.status()
 
     async def _powerdown(self, vm: ManagedVM, pid: int, timeout: float) -> None:
+        await self._stop_warmup(vm)
         await vm.guest.close()
         try:
             await qemu.qmp_execute(vm.files.qmp_socket, "system_powerdown")

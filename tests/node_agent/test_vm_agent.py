@@ -45,7 +45,7 @@ class VMEnv:
 
     def restart(self, sig: int = signal.SIGKILL) -> None:
         self.agent.kill(sig)
-        self.agent = spawn_agent(self.data_dir, self.image_dir, self.token)
+        self.agent = spawn_agent(self.data_dir, self.image_dir, self.token, accel="auto")
 
     def record(self, vm_id: str) -> dict[str, object]:
         return json.loads((self.data_dir / "vms" / vm_id / "vm.json").read_text())
@@ -84,7 +84,7 @@ def env(
 ) -> Iterator[VMEnv]:
     root = tmp_path_factory.mktemp("vm-agent")
     data_dir = root / "data"
-    agent = spawn_agent(data_dir, guest_image_dir, token)
+    agent = spawn_agent(data_dir, guest_image_dir, token, accel="auto")  # exercises the probe
     vm_env = VMEnv(agent=agent, data_dir=data_dir, image_dir=guest_image_dir, token=token)
     try:
         yield vm_env
