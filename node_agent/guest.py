@@ -132,7 +132,8 @@ class GuestConnection:
     async def _read_instance_id(conn: asyncssh.SSHClientConnection) -> str:
         try:
             result = await asyncio.wait_for(
-                conn.run(f"cat {INSTANCE_ID_PATH}", check=False), CONNECT_TIMEOUT
+                conn.run(f"cat {INSTANCE_ID_PATH}", check=False, stdin=asyncssh.DEVNULL),
+                CONNECT_TIMEOUT,
             )
         except (OSError, asyncssh.Error, TimeoutError):
             raise SSHNotReadyError("could not read the guest's instance id") from None
