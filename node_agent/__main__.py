@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # asyncssh logs every channel at INFO; keep the agent's own lines readable.
+    logging.getLogger("asyncssh").setLevel(max(logging.WARNING, logging.root.level))
     config = AgentConfig(
         data_dir=args.data_dir.resolve(),
         token=read_token(args.token_file),

@@ -111,7 +111,7 @@ async def test_concurrent_vms_get_their_own_port_and_exec_lands_in_the_right_vm(
 
     assert records[VM_A]["ssh_port"] != records[VM_B]["ssh_port"]
     for vm in two_vms:
-        result = await driver.exec(vm, "cat /run/pequeroku/instance_id; uname -a")
+        result = await driver.exec(vm, 'echo "$(cat /run/pequeroku/instance_id)"; uname -a')
         instance_id, uname = result["stdout"].splitlines()[:2]
         assert result["exit_code"] == 0, result
         assert instance_id == records[vm]["instance_id"]
