@@ -281,6 +281,7 @@ async def test_stop_and_start_keep_the_disk_and_delete_leaves_nothing(env, two_v
     await driver.vm_start(VM_A)
     await wait_ssh_ready(driver, VM_A)
     assert await driver.read_file(VM_A, "/app/keep.txt") == b"kept"
+    assert await driver.read_file(VM_A, "/app/made-by-exec.txt") == b"hello\n"
 
     vm_dir = env.data_dir / "vms" / VM_A
     pid, instance_id = env.pid(VM_A), str(env.record(VM_A)["instance_id"])
