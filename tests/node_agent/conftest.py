@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -94,8 +95,6 @@ class AgentProcess:
 
 def kill_vms(data_dir: Path) -> None:
     """Teardown safety net: no QEMU started by a test outlives it."""
-    import json
-
     for record in data_dir.glob("vms/*/vm.json"):
         with contextlib.suppress(OSError, ValueError):
             instance_id = json.loads(record.read_text())["instance_id"]

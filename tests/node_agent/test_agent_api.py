@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 
@@ -124,8 +125,6 @@ def test_port_registry_never_hands_one_port_to_two_vms():
 
 
 def test_a_process_that_is_not_that_vms_qemu_is_not_alive():
-    import os
-
     assert not qemu_alive(os.getpid(), "abc")
     assert not qemu_alive(None, "abc")
 
