@@ -154,14 +154,16 @@ class RunResult:
     stdout: bytes
     stderr: bytes
     timed_out: bool
+    truncated: bool = False
 
 
-async def _drain(stream: asyncssh.SSHReader[bytes], limit: int) -> bytes:
-    buffer = bytearray()
+async def _drain(stream: asyncssh.SSHReader[bytes], limit: int) -> tuple[bytes, bool]:
+    buffer, seen = bytearray(), 0
     while chunk := await stream.read(65536):
+        seen += len(chunk)
         if len(buffer) < limit:
             buffer += chunk[: limit - len(buffer)]
-    return bytes(buffer)
+    return bytes(buffer), seen > limit
 
 
 async def run(
@@ -181,7 +183,7 @@ async def run(
     proc.stdin.write_eof()
     try:
         async with asyncio.timeout(timeout):
-            stdout, stderr = await asyncio.gather(
+            (stdout, truncated), (stderr, _) = await asyncio.gather(
                 _drain(proc.stdout, limit), _drain(proc.stderr, limit)
             )
             await proc.wait_closed()
@@ -191,7 +193,9 @@ async def run(
     except (OSError, asyncssh.Error) as exc:
         raise SSHNotReadyError(f"SSH session failed: {type(exc).__name__}") from None
     code = proc.exit_status if proc.exit_status is not None else -1
-    return RunResult(exit_code=code, stdout=stdout, stderr=stderr, timed_out=False)
+    return RunResult(
+        exit_code=code, stdout=stdout, stderr=stderr, timed_out=False, truncated=truncated
+    )
 
 
 async def exec_command(
@@ -272,6 +276,8 @@ async def _file_op(
 ) -> bytes:
     result = await run(conn, _script_command(name, *args), stdin=stdin, timeout=120, limit=limit)
     _raise_for(result, args[0])
+    if result.truncated:
+        raise BadRequestError(f"{args[0]}: more than {limit // (1024 * 1024)} MiB")
     return result.stdout
 
 
