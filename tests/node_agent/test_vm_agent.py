@@ -8,6 +8,7 @@ QEMU) come last, in file order. Three boots in all: two concurrent, one restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -227,6 +228,23 @@ async def test_stats_and_health_count_the_running_vms(env, two_vms):
     assert stats["rss_bytes"] > 32 * 1024 * 1024 and stats["num_threads"] >= 1
     assert health["running_vms"] == 2 and health["used_mem_mb"] == 1024
     assert health["accel"] in ("kvm", "tcg")
+
+
+async def test_a_broken_ssh_connection_is_reopened(env, two_vms):
+    driver = env.driver()
+
+    with contextlib.suppress(VMNotRunning):  # the command kills its own session
+        await driver.exec(VM_B, "pkill -KILL -f 'sshd: root'", timeout=5)
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            result = await driver.exec(VM_B, "echo back")
+            break
+        except VMNotRunning:
+            assert time.monotonic() < deadline, "the agent did not reconnect"
+            await asyncio.sleep(0.5)
+    assert result["stdout"] == "back\n"
 
 
 async def test_a_killed_agent_leaves_vms_running_and_a_new_agent_adopts_them(env, two_vms):
