@@ -252,6 +252,12 @@ class Container(models.Model):
         help_text="Set when deletion was requested; the reconciler "
         "removes the VM and disk, then the row.",
     )
+    claim_token = models.CharField(
+        max_length=32, blank=True, editable=False, help_text="The reconcile run acting on it."
+    )
+    claimed_until = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="A killed run's claim expires here."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -1,0 +1,492 @@
+"""Drive every container's VM toward its desired_state: ``reconcile_once(...)``.
+
+One pass:
+1. read the containers (one query) and their nodes (one query);
+2. probe every node once, concurrently: health and ``vm_list`` (no DB transaction open);
+3. record node health in one UPDATE and plan each container against what its node reported;
+4. claim only the containers that need a node call, with a conditional UPDATE
+   (``claimed_until`` in the past), so two overlapping runs never act on the same container
+   and a killed run's claim simply expires;
+5. act on the claimed containers (re-reading each VM's status first, so a run that lost the
+   race to another does nothing twice), then record statuses and audit rows and release.
+
+A no-op pass is steps 1-3 with no writes but the node heartbeat: its query count does not
+depend on the number of containers.
+
+Choices: an unreachable node's containers keep their desired state and node, and get status
+``error`` with reason ``node unreachable: ...`` (no attempt counted); when the node answers
+again the normal rules bring them back. A VM missing or crashed while desired running is an
+``error`` with ``reconcile_attempts`` + 1, ``last_error`` and ``next_attempt_at`` with capped
+exponential backoff; a later pass (or a targeted one) retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from internal_config.audit import audit_log_ws
+from vm_manager.drivers import (
+    NodeError,
+    NodeUnavailable,
+    VMNotFound,
+    VMSpec,
+    VMStatus,
+    get_node_driver,
+)
+from vm_manager.models import Container, Node
+from vm_manager.nodes import NodeProbe, node_apply_health, node_probe
+from vm_manager.scheduler import Demand, Scheduler
+from vm_manager.selectors import node_candidates
+from vm_manager.states import can_transition
+
+S = Container.Status
+D = Container.DesiredState
+
+CLAIM_SECONDS = 300
+BACKOFF_BASE_SECONDS = 10
+BACKOFF_CAP_SECONDS = 600
+PER_NODE_CONCURRENCY = 4
+UNREACHABLE = "node unreachable"
+
+# Plan actions.
+NOOP = "noop"
+STATUS = "status"  # a DB-only status correction
+CREATE = "create"  # place if needed, create and start the VM
+START = "start"
+STOP = "stop"
+DELETE = "delete"
+FAIL = "fail"  # record a crash or a missing VM, schedule a retry
+UNPLACEABLE = "unplaceable"
+
+
+def backoff_seconds(attempts: int) -> int:
+    """10 s, 20 s, 40 s ... capped at 10 minutes."""
+    return min(BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0), BACKOFF_CAP_SECONDS)
+
+
+@dataclass
+class Step:
+    container_id: int
+    action: str
+    status: str = ""
+    reason: str = ""
+
+    def describe(self, container: Container) -> str:
+        where = container.node.name if container.node_id and container.node else "-"
+        text = f"container {container.pk} ({container.vm_id}) on {where}: {self.action}"
+        if self.status:
+            text += f" -> {self.status}"
+        return f"{text} ({self.reason})" if self.reason else text
+
+
+@dataclass
+class Outcome:
+    container_id: int
+    action: str
+    ok: bool
+    status: str = ""
+    reason: str = ""
+    error: str = ""
+    node_id: int | None = None
+    deleted: bool = False
+
+
+@dataclass
+class ReconcileReport:
+    examined: int = 0
+    started: int = 0
+    stopped: int = 0
+    created: int = 0
+    deleted: int = 0
+    errors: int = 0
+    skipped_claimed: int = 0
+    seconds: float = 0.0
+    plan: list[str] = field(default_factory=list)
+    error_messages: list[str] = field(default_factory=list)
+    unhealthy_nodes: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (
+            f"examined={self.examined} started={self.started} stopped={self.stopped} "
+            f"created={self.created} deleted={self.deleted} errors={self.errors} "
+            f"seconds={self.seconds:.2f}"
+        )
+
+
+def _observed(probe: NodeProbe | None, container: Container) -> VMStatus | None:
+    if probe is None or probe.vms is None:
+        return None
+    return probe.vms.get(container.vm_id)
+
+
+def plan_container(
+    container: Container, probe: NodeProbe | None, now: datetime, targeted: bool
+) -> Step:
+    """What one container needs, from its row and what its node reported this pass."""
+    pk = container.pk
+    if container.node_id is None:
+        if container.deleted_at is not None:
+            return Step(pk, DELETE, reason="no VM")
+        if container.desired_state == D.STOPPED:
+            if container.status != S.STOPPED:
+                return Step(pk, STATUS, S.STOPPED, "never placed")
+            return Step(pk, NOOP)
+        return Step(pk, CREATE, S.RUNNING, "not placed yet")
+    if probe is None or not probe.reachable:
+        reason = f"{UNREACHABLE}: {probe.error if probe else 'not probed'}"[:500]
+        if container.status != S.ERROR or not container.status_reason.startswith(UNREACHABLE):
+            return Step(pk, STATUS, S.ERROR, reason)
+        return Step(pk, NOOP)
+    if container.deleted_at is not None:
+        return Step(pk, DELETE)
+    vm = _observed(probe, container)
+    state = vm["state"] if vm else "missing"
+    if container.desired_state == D.STOPPED:
+        if state in ("running", "error"):
+            return Step(pk, STOP, S.STOPPED)
+        if container.status != S.STOPPED or container.status_reason:
+            return Step(pk, STATUS, S.STOPPED)
+        return Step(pk, NOOP)
+    due = targeted or container.next_attempt_at is None or container.next_attempt_at <= now
+    if state == "running":
+        want = S.RUNNING if vm and vm["ssh_ready"] else S.PROVISIONING
+        reason = "" if want == S.RUNNING else "booting"
+        if container.status != want or container.status_reason != reason:
+            return Step(pk, STATUS, want, reason)
+        return Step(pk, NOOP)
+    if state == "error" or (state == "missing" and container.status == S.RUNNING):
+        detail = (vm["detail"] if vm else "") or ("VM crashed" if vm else "VM missing")
+        if container.status != S.ERROR or container.status_reason.startswith(UNREACHABLE):
+            return Step(pk, FAIL, S.ERROR, detail)
+        if not due:
+            return Step(pk, NOOP)
+        return Step(pk, START if vm else CREATE, S.RUNNING, f"retry after: {detail}")
+    if container.status == S.ERROR and not due:
+        return Step(pk, NOOP)
+    if state == "missing":
+        return Step(pk, CREATE, S.RUNNING)
+    return Step(pk, START, S.RUNNING)
+
+
+def _load_containers(container_ids: list[int] | None) -> list[Container]:
+    qs = Container.objects.order_by("pk").only(
+        "pk",
+        "instance_id",
+        "node_id",
+        "desired_state",
+        "status",
+        "status_reason",
+        "reconcile_attempts",
+        "next_attempt_at",
+        "deleted_at",
+        "vcpus",
+        "memory_mb",
+        "disk_gib",
+        "container_type_id",
+    )
+    if container_ids is not None:
+        qs = qs.filter(pk__in=container_ids)
+    return list(qs)
+
+
+def _claim(ids: list[int], token: str, now: datetime) -> list[Container]:
+    """Conditional UPDATE: only rows whose claim is free or expired become ours."""
+    if not ids:
+        return []
+    Container.objects.filter(pk__in=ids).filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    ).update(claim_token=token, claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
+    return list(
+        Container.objects.filter(claim_token=token)
+        .select_related("node", "user", "container_type")
+        .order_by("pk")
+    )
+
+
+def _release(token: str) -> None:
+    Container.objects.filter(claim_token=token).update(claim_token="", claimed_until=None)
+
+
+def _spec(container: Container) -> VMSpec:
+    return VMSpec(
+        vm_id=container.vm_id,
+        vcpus=container.vcpus,
+        memory_mb=container.memory_mb,
+        disk_gib=container.disk_gib,
+        image=settings.VM_IMAGE,
+    )
+
+
+def _status_of(vm: VMStatus) -> tuple[str, str]:
+    if vm["state"] == "running":
+        return (S.RUNNING, "") if vm["ssh_ready"] else (S.PROVISIONING, "booting")
+    if vm["state"] == "error":
+        return S.ERROR, vm["detail"] or "VM crashed"
+    return S.STOPPED, ""
+
+
+async def _act(container: Container, step: Step) -> Outcome:
+    """The node calls for one claimed container; never raises."""
+    out = Outcome(container.pk, step.action, ok=True, node_id=container.node_id)
+    driver = get_node_driver(container.node)  # type: ignore[arg-type]
+    vm_id = container.vm_id
+    try:
+        try:
+            current: VMStatus | None = await driver.vm_status(vm_id)
+        except VMNotFound:
+            current = None
+        if step.action == DELETE:
+            await driver.vm_delete(vm_id)
+            out.deleted = True
+            return out
+        if step.action == STOP:
+            if current is not None and current["state"] != "stopped":
+                current = await driver.vm_stop(vm_id)
+            else:
+                out.action = STATUS
+            out.status, out.reason = S.STOPPED, ""
+            return out
+        if current is None:
+            await driver.vm_create(_spec(container))
+            current = await driver.vm_start(vm_id)
+            out.action = CREATE
+        elif current["state"] != "running":
+            current = await driver.vm_start(vm_id)
+            out.action = START
+        else:
+            out.action = STATUS
+        out.status, out.reason = _status_of(current)
+        if out.status == S.ERROR:
+            out.ok, out.error = False, out.reason
+    except (NodeError, OSError, TimeoutError) as exc:
+        out.ok = False
+        out.error = str(exc)[:1000] or exc.__class__.__name__
+        unreachable = isinstance(exc, NodeUnavailable | OSError | TimeoutError)
+        out.status = S.ERROR
+        out.reason = f"{UNREACHABLE}: {out.error}"[:500] if unreachable else out.error[:500]
+    return out
+
+
+async def _act_all(work: list[tuple[Container, Step]]) -> list[Outcome]:
+    limits: dict[int | None, asyncio.Semaphore] = defaultdict(
+        lambda: asyncio.Semaphore(PER_NODE_CONCURRENCY)
+    )
+
+    async def one(container: Container, step: Step) -> Outcome:
+        async with limits[container.node_id]:
+            return await _act(container, step)
+
+    return list(await asyncio.gather(*(one(c, s) for c, s in work)))
+
+
+def _write_status(
+    container: Container, token: str | None, status: str, reason: str, **extra: Any
+) -> None:
+    via_provisioning = can_transition(container.status, S.PROVISIONING) and can_transition(
+        S.PROVISIONING, status
+    )
+    if not (can_transition(container.status, status) or via_provisioning):
+        status = S.ERROR
+    fields: dict[str, Any] = {"status_reason": reason[:500], "updated_at": timezone.now(), **extra}
+    if status != container.status:
+        fields["status"] = status
+        fields["status_changed_at"] = fields["updated_at"]
+    rows = Container.objects.filter(pk=container.pk)
+    if token is not None:
+        rows = rows.filter(claim_token=token)
+    else:
+        # Never overwrite what another run is acting on right now.
+        rows = rows.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now()))
+    rows.update(**fields)
+
+
+def _audit(container: Container, action: str, *, success: bool, message: str) -> None:
+    audit_log_ws(
+        action=action,
+        user=container.user,
+        ip=None,
+        target_type="container",
+        target_id=container.pk,
+        success=success,
+        message=message[:1000],
+    )
+
+
+AUDIT_ACTIONS = {
+    CREATE: "container.create",
+    START: "container.power_on",
+    STOP: "container.power_off",
+    DELETE: "container.destroy",
+}
+
+
+def _record(container: Container, outcome: Outcome, token: str, report: ReconcileReport) -> None:
+    now = timezone.now()
+    audit_action = AUDIT_ACTIONS.get(outcome.action)
+    if outcome.deleted:
+        with transaction.atomic():
+            _audit(container, "container.destroy", success=True, message=f"VM {container.vm_id}")
+            Container.objects.filter(pk=container.pk, claim_token=token).delete()
+        report.deleted += 1
+        return
+    if outcome.ok:
+        extra: dict[str, Any] = {}
+        if outcome.status in (S.RUNNING, S.STOPPED):
+            extra = {"reconcile_attempts": 0, "next_attempt_at": None}
+        _write_status(container, token, outcome.status, outcome.reason, **extra)
+        report.created += outcome.action == CREATE
+        report.started += outcome.action == START
+        report.stopped += outcome.action == STOP
+        if audit_action:
+            _audit(container, audit_action, success=True, message=f"on {container.node}")
+        return
+    report.errors += 1
+    report.error_messages.append(f"container {container.pk}: {outcome.error}")
+    if outcome.reason.startswith(UNREACHABLE):
+        _write_status(container, token, S.ERROR, outcome.reason)
+    else:
+        _fail(container, token, outcome.error, now)
+    _audit(
+        container,
+        audit_action or "container.reconcile",
+        success=False,
+        message=outcome.error,
+    )
+
+
+def _fail(container: Container, token: str | None, error: str, now: datetime) -> None:
+    attempts = container.reconcile_attempts + 1
+    _write_status(
+        container,
+        token,
+        S.ERROR,
+        error,
+        reconcile_attempts=attempts,
+        last_error=error[:2000],
+        next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts)),
+    )
+
+
+def _place(claimed: list[tuple[Container, Step]], token: str) -> None:
+    """Give unplaced containers a node, reserving capacity across the batch."""
+    unplaced = [(c, s) for c, s in claimed if c.node_id is None and s.action == CREATE]
+    if not unplaced:
+        return
+    scheduler = Scheduler(
+        node_candidates(),
+        timezone.now(),
+        timedelta(seconds=settings.NODE_HEARTBEAT_TIMEOUT_SECONDS),
+    )
+    nodes = {n.pk: n for n in Node.objects.filter(pk__in=[c.node_id for c in scheduler.candidates])}
+    for container, step in unplaced:
+        demand = Demand(
+            vcpus=container.vcpus,
+            memory_mb=container.memory_mb,
+            requires_kvm=bool(container.container_type and container.container_type.requires_kvm),
+        )
+        chosen = scheduler.place(demand)
+        if chosen is None:
+            step.action = UNPLACEABLE
+            reason = "no node has room for it"
+            if container.status_reason != reason:
+                _write_status(container, token, container.status, reason)
+            continue
+        Container.objects.filter(pk=container.pk, node__isnull=True).update(node_id=chosen.node_id)
+        container.node = nodes[chosen.node_id]
+
+
+def reconcile_once(
+    container_ids: Iterable[int] | None = None,
+    *,
+    dry_run: bool = False,
+    heartbeat_only: bool = False,
+) -> ReconcileReport:
+    """One pass over every container (or ``container_ids``); per-container failures are
+    counted in the report, never raised."""
+    started_at = time.monotonic()
+    report = ReconcileReport()
+    ids = sorted(set(container_ids)) if container_ids is not None else None
+    targeted = ids is not None
+    containers = [] if heartbeat_only else _load_containers(ids)
+    node_ids = {c.node_id for c in containers}
+    nodes_qs = Node.objects.order_by("pk")
+    if targeted and None not in node_ids:
+        nodes_qs = nodes_qs.filter(pk__in=node_ids)
+    nodes = list(nodes_qs)
+    probes = async_to_sync(node_probe)(nodes, with_vms=not heartbeat_only)
+    now = timezone.now()
+    if not dry_run:
+        node_apply_health(nodes, probes, now)
+    report.unhealthy_nodes = {n.name: probes[n.pk].error for n in nodes if probes[n.pk].error}
+    by_id = {n.pk: n for n in nodes}
+    report.examined = len(containers)
+
+    steps: list[tuple[Container, Step]] = []
+    for container in containers:
+        probe = probes.get(container.node_id) if container.node_id else None
+        step = plan_container(container, probe, now, targeted)
+        if step.action != NOOP:
+            container.node = by_id.get(container.node_id) if container.node_id else None
+            steps.append((container, step))
+    if dry_run:
+        report.plan = [step.describe(container) for container, step in steps]
+        report.seconds = time.monotonic() - started_at
+        return report
+
+    for container, step in steps:
+        if step.action == STATUS:
+            _write_status(container, None, step.status, step.reason)
+        elif step.action == FAIL:
+            report.errors += 1
+            report.error_messages.append(f"container {container.pk}: {step.reason}")
+            _fail(container, None, step.reason, now)
+            _load_user_and_audit(container, step.reason)
+
+    wanted = {c.pk: s for c, s in steps if s.action in (CREATE, START, STOP, DELETE)}
+    token = secrets.token_hex(16)
+    try:
+        claimed = _claim(list(wanted), token, now)
+        report.skipped_claimed = len(wanted) - len(claimed)
+        work = [(c, Step(c.pk, wanted[c.pk].action)) for c in claimed]
+        _place(work, token)
+        for container, step in work:
+            if step.action == DELETE and container.node_id is None:
+                _record(container, Outcome(container.pk, DELETE, True, deleted=True), token, report)
+        work = [
+            (c, s)
+            for c, s in work
+            if s.action != UNPLACEABLE and not (s.action == DELETE and c.node_id is None)
+        ]
+        outcomes = async_to_sync(_act_all)(work) if work else []
+        for (container, _), outcome in zip(work, outcomes, strict=True):
+            _record(container, outcome, token, report)
+    finally:
+        _release(token)
+    report.seconds = time.monotonic() - started_at
+    return report
+
+
+def _load_user_and_audit(container: Container, message: str) -> None:
+    owner = Container.objects.select_related("user").get(pk=container.pk).user
+    audit_log_ws(
+        action="container.error",
+        user=owner,
+        ip=None,
+        target_type="container",
+        target_id=container.pk,
+        success=False,
+        message=message[:1000],
+    )
