@@ -456,6 +456,13 @@ def reconcile_once(
             _load_user_and_audit(container, step.reason)
 
     wanted = {c.pk: s for c, s in steps if s.action in (CREATE, START, STOP, DELETE)}
+    if wanted:
+        _act_on_claimed(wanted, now, report)
+    report.seconds = time.monotonic() - started_at
+    return report
+
+
+def _act_on_claimed(wanted: dict[int, Step], now: datetime, report: ReconcileReport) -> None:
     token = secrets.token_hex(16)
     try:
         claimed = _claim(list(wanted), token, now)
@@ -475,8 +482,6 @@ def reconcile_once(
             _record(container, outcome, token, report)
     finally:
         _release(token)
-    report.seconds = time.monotonic() - started_at
-    return report
 
 
 def _load_user_and_audit(container: Container, message: str) -> None:

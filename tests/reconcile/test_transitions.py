@@ -95,9 +95,7 @@ def test_desired_stopped_stops_the_vm_gracefully(user, node, make_container, rec
     assert AuditLog.objects.filter(action="container.power_off", success=True).exists()
 
 
-def test_a_crashed_vm_is_an_error_then_retried_after_backoff(
-    user, node, make_container, reconcile
-):
+def test_a_crashed_vm_is_an_error_then_retried_after_backoff(user, node, make_container, reconcile):
     container = make_container(user, node=node)
     reconcile()
     InMemoryNodeDriver.crash_vm("node1", container.vm_id)
@@ -250,9 +248,7 @@ def test_a_dry_run_prints_the_plan_and_changes_nothing(user, node, make_containe
     assert vm_state("node1", container) is None
 
 
-def test_a_claimed_container_is_left_to_the_run_holding_it(
-    user, node, make_container, reconcile
-):
+def test_a_claimed_container_is_left_to_the_run_holding_it(user, node, make_container, reconcile):
     container = make_container(user, node=node)
     Container.objects.filter(pk=container.pk).update(
         claim_token="other-run", claimed_until=timezone.now() + timedelta(minutes=5)
