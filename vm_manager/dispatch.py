@@ -13,9 +13,10 @@ import threading
 from collections.abc import Iterable
 
 from django.conf import settings
-from django.core.management import call_command
-from django.db import close_old_connections
+from django.db import connections
 from django.dispatch import Signal
+
+from vm_manager.reconciler import reconcile_once
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +36,10 @@ def dispatch_reconcile(container_ids: Iterable[int]) -> None:
 
 def _run_targeted_reconcile(container_ids: list[int]) -> None:
     try:
-        call_command("reconcile", "--once", "--container", *map(str, container_ids))
+        report = reconcile_once(container_ids)
+        logger.info("targeted reconcile of %s: %s", container_ids, report.summary())
     except Exception:
         logger.exception("targeted reconcile of %s failed", container_ids)
     finally:
-        close_old_connections()
+        # This thread's connections would otherwise stay open until the process exits.
+        connections.close_all()
