@@ -156,3 +156,31 @@ def test_an_unreachable_database_is_one_readable_line_and_a_nonzero_exit(tmp_pat
     assert len(lines) == 1
     assert "reconcile could not run: database unavailable" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_the_loop_reports_a_database_outage_and_keeps_going(tmp_path):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "pequeroku.settings",
+        "DB_NAME": "pequeroku",
+        "DB_USER": "nobody",
+        "DB_HOST": "127.0.0.1",
+        "DB_PORT": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "manage.py"), "reconcile", "--loop", "--interval", "0.2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = [proc.stderr.readline() for _ in range(3)]
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stderr.close()
+
+    assert all("reconcile could not run: database unavailable" in line for line in lines)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from internal_config.models import AuditLog
 from vm_manager import services
+from vm_manager.drivers import NodeBadRequest, get_node_driver
 from vm_manager.drivers.memory import InMemoryNodeDriver
 from vm_manager.models import Container
 from vm_manager.reconciler import BACKOFF_CAP_SECONDS, backoff_seconds
@@ -275,21 +277,38 @@ def test_a_killed_runs_claim_expires_and_the_next_run_converges(
     assert (container.claim_token, container.claimed_until) == ("", None)
 
 
-def test_a_failing_start_is_recorded_not_raised(user, node, make_container, reconcile):
+def test_a_run_killed_after_starting_a_vm_is_converged_by_the_next(
+    user, node, make_container, reconcile
+):
     container = make_container(user, node=node)
-    InMemoryNodeDriver.set_capacity("node1", vcpus=8, mem_mb=16384)
+    # What a run killed between the node call and the status write leaves behind.
+    reconcile(dry_run=True)
+    InMemoryNodeDriver.node_state("node1").vms.clear()
+    driver = get_node_driver(node)
+    async_to_sync(driver.vm_create)(
+        {"vm_id": container.vm_id, "vcpus": 1, "memory_mb": 512, "disk_gib": 1, "image": "x"}
+    )
+    async_to_sync(driver.vm_start)(container.vm_id)
+    Container.objects.filter(pk=container.pk).update(
+        claim_token="killed", claimed_until=timezone.now() - timedelta(seconds=1)
+    )
 
-    async def refuse(self, vm_id):  # the agent's answer when QEMU cannot start
-        from vm_manager.drivers import NodeBadRequest
+    report = reconcile()
 
+    container.refresh_from_db()
+    assert container.status == S.RUNNING
+    assert report.created == report.started == 0
+    assert calls("node1", "vm_start") == [container.vm_id]
+
+
+def test_a_failing_start_is_recorded_not_raised(user, node, make_container, reconcile, monkeypatch):
+    container = make_container(user, node=node)
+
+    async def refuse(self, vm_id):  # what the agent answers when QEMU cannot start
         raise NodeBadRequest("not enough memory on the node")
 
-    original = InMemoryNodeDriver.vm_start
-    InMemoryNodeDriver.vm_start = refuse
-    try:
-        report = reconcile()
-    finally:
-        InMemoryNodeDriver.vm_start = original
+    monkeypatch.setattr(InMemoryNodeDriver, "vm_start", refuse)
+    report = reconcile()
 
     container.refresh_from_db()
     assert report.errors == 1
