@@ -294,7 +294,8 @@ async def _act_all(work: list[tuple[Container, Step]]) -> list[Outcome]:
 
 def _write_status(
     container: Container, token: str | None, status: str, reason: str, **extra: Any
-) -> None:
+) -> bool:
+    """Write an observed status; False when the row was not ours to write."""
     via_provisioning = can_transition(container.status, S.PROVISIONING) and can_transition(
         S.PROVISIONING, status
     )
@@ -308,9 +309,15 @@ def _write_status(
     if token is not None:
         rows = rows.filter(claim_token=token)
     else:
-        # Never overwrite what another run is acting on right now.
-        rows = rows.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now()))
-    rows.update(**fields)
+        # Unclaimed writes are compare-and-set on what the plan read, and never touch a row
+        # another run is acting on: two overlapping runs record a crash once.
+        rows = rows.filter(
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now()),
+            status=container.status,
+            status_reason=container.status_reason,
+            reconcile_attempts=container.reconcile_attempts,
+        )
+    return rows.update(**fields) == 1
 
 
 def _audit(container: Container, action: str, *, success: bool, message: str) -> None:
@@ -367,9 +374,9 @@ def _record(container: Container, outcome: Outcome, token: str, report: Reconcil
     )
 
 
-def _fail(container: Container, token: str | None, error: str, now: datetime) -> None:
+def _fail(container: Container, token: str | None, error: str, now: datetime) -> bool:
     attempts = container.reconcile_attempts + 1
-    _write_status(
+    return _write_status(
         container,
         token,
         S.ERROR,
@@ -449,10 +456,9 @@ def reconcile_once(
     for container, step in steps:
         if step.action == STATUS:
             _write_status(container, None, step.status, step.reason)
-        elif step.action == FAIL:
+        elif step.action == FAIL and _fail(container, None, step.reason, now):
             report.errors += 1
             report.error_messages.append(f"container {container.pk}: {step.reason}")
-            _fail(container, None, step.reason, now)
             _load_user_and_audit(container, step.reason)
 
     wanted = {c.pk: s for c, s in steps if s.action in (CREATE, START, STOP, DELETE)}

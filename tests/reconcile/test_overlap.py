@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 from django.db import connection
 
+from internal_config.models import AuditLog
 from vm_manager.drivers.memory import InMemoryNodeDriver
 from vm_manager.models import Container, ContainerType
 from vm_manager.reconciler import ReconcileReport, reconcile_once
@@ -104,3 +105,21 @@ def test_two_overlapping_runs_stop_each_container_once(user, make_node, containe
     assert set(stops.values()) == {1}
     assert sum(r.stopped for r in reports) == 30
     assert Container.objects.filter(status="stopped").count() == 30
+
+
+def test_two_overlapping_runs_record_each_crash_once(user, make_node, container_type):
+    node = make_node("a")
+    InMemoryNodeDriver.set_capacity("a", vcpus=1000, mem_mb=1 << 24)
+    containers = Container.objects.bulk_create(
+        Container(user=user, container_type=container_type, node=node, name=f"c{i}")
+        for i in range(20)
+    )
+    reconcile_once()
+    for container in containers:
+        InMemoryNodeDriver.crash_vm("a", container.vm_id)
+
+    reports = run_concurrently()
+
+    assert sum(r.errors for r in reports) == 20
+    assert set(Container.objects.values_list("reconcile_attempts", flat=True)) == {1}
+    assert AuditLog.objects.filter(action="container.error").count() == 20
