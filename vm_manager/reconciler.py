@@ -411,8 +411,13 @@ def _place(claimed: list[tuple[Container, Step]], token: str) -> None:
             if container.status_reason != reason:
                 _write_status(container, token, container.status, reason)
             continue
-        Container.objects.filter(pk=container.pk, node__isnull=True).update(node_id=chosen.node_id)
-        container.node = nodes[chosen.node_id]
+        placed = Container.objects.filter(pk=container.pk, node__isnull=True).update(
+            node_id=chosen.node_id
+        )
+        if placed:
+            container.node = nodes[chosen.node_id]
+        else:  # placed elsewhere meanwhile: the next pass sees where
+            step.action = UNPLACEABLE
 
 
 def reconcile_once(
