@@ -115,6 +115,7 @@ class ReconcileReport:
     skipped_claimed: int = 0
     seconds: float = 0.0
     plan: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
     error_messages: list[str] = field(default_factory=list)
     unhealthy_nodes: dict[str, str] = field(default_factory=dict)
 
@@ -342,6 +343,12 @@ AUDIT_ACTIONS = {
 
 def _record(container: Container, outcome: Outcome, token: str, report: ReconcileReport) -> None:
     now = timezone.now()
+    words = ["delete" if outcome.deleted else outcome.action, outcome.status]
+    words.append("ok" if outcome.ok else f"failed: {outcome.error}")
+    report.actions.append(
+        f"container {container.pk} ({container.vm_id}) on {container.node}: "
+        + " ".join(w for w in words if w)
+    )
     audit_action = AUDIT_ACTIONS.get(outcome.action)
     if outcome.deleted:
         with transaction.atomic():

@@ -184,3 +184,12 @@ def test_the_loop_reports_a_database_outage_and_keeps_going(tmp_path):
         proc.stderr.close()
 
     assert all("reconcile could not run: database unavailable" in line for line in lines)
+
+
+@pytest.mark.django_db
+def test_verbosity_two_lists_each_action(user, node, make_container):
+    container = make_container(user, node=node)
+
+    out, _ = run("reconcile", "-v", "2")
+
+    assert f"container {container.pk} ({container.vm_id}) on node1: create running ok" in out

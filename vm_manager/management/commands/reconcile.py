@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError
+from django.db import DatabaseError, close_old_connections
 
 from vm_manager.nodes import node_heartbeat
 from vm_manager.reconciler import ReconcileReport, reconcile_once
@@ -47,6 +47,8 @@ class Command(BaseCommand):
                 return
 
     def _pass(self, options: dict[str, Any]) -> None:
+        # A long --loop must replace a connection the database dropped (restart, idle timeout).
+        close_old_connections()
         try:
             if options["heartbeat_only"]:
                 self._heartbeat()
@@ -76,6 +78,9 @@ class Command(BaseCommand):
         if options["dry_run"]:
             for line in report.plan:
                 self.stdout.write(f"plan: {line}")
+        if verbosity >= 2:
+            for line in report.actions:
+                self.stdout.write(line)
         if verbosity >= 1:
             for name, error in sorted(report.unhealthy_nodes.items()):
                 self.stderr.write(f"node {name} unreachable: {error}")
