@@ -351,9 +351,8 @@ def _record(container: Container, outcome: Outcome, token: str, report: Reconcil
     )
     audit_action = AUDIT_ACTIONS.get(outcome.action)
     if outcome.deleted:
-        with transaction.atomic():
-            _audit(container, "container.destroy", success=True, message=f"VM {container.vm_id}")
-            Container.objects.filter(pk=container.pk, claim_token=token).delete()
+        _audit(container, "container.destroy", success=True, message=f"VM {container.vm_id}")
+        Container.objects.filter(pk=container.pk, claim_token=token).delete()
         report.deleted += 1
         return
     if outcome.ok:
@@ -489,7 +488,10 @@ def _act_on_claimed(wanted: dict[int, Step], now: datetime, report: ReconcileRep
         _place(work, token)
         for container, step in work:
             if step.action == DELETE and container.node_id is None:
-                _record(container, Outcome(container.pk, DELETE, True, deleted=True), token, report)
+                with transaction.atomic():
+                    _record(
+                        container, Outcome(container.pk, DELETE, True, deleted=True), token, report
+                    )
         work = [
             (c, s)
             for c, s in work
@@ -497,7 +499,8 @@ def _act_on_claimed(wanted: dict[int, Step], now: datetime, report: ReconcileRep
         ]
         outcomes = async_to_sync(_act_all)(work) if work else []
         for (container, _), outcome in zip(work, outcomes, strict=True):
-            _record(container, outcome, token, report)
+            with transaction.atomic():  # the status and its audit row commit together
+                _record(container, outcome, token, report)
     finally:
         _release(token)
 

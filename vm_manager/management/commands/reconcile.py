@@ -45,10 +45,10 @@ class Command(BaseCommand):
                 time.sleep(options["interval"])
             except KeyboardInterrupt:
                 return
+            # A long loop must replace a connection the database dropped (restart, idle timeout).
+            close_old_connections()
 
     def _pass(self, options: dict[str, Any]) -> None:
-        # A long --loop must replace a connection the database dropped (restart, idle timeout).
-        close_old_connections()
         try:
             if options["heartbeat_only"]:
                 self._heartbeat()
