@@ -192,6 +192,21 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# Uploads through the REST API (upload_file): larger bodies are refused with 413.
+MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 32 * 1024 * 1024)
+# exec_command: seconds a command may run before it is killed.
+EXEC_TIMEOUT_SECONDS = env_int("EXEC_TIMEOUT_SECONDS", 30)
+
+# Throttle counters: shared by every worker through Redis when it is configured.
+if REDIS_CONFIGURED:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": REDIS_PREFIX,
+        }
+    }
+
 # Compute nodes
 NODE_DRIVER = env_str("NODE_DRIVER", "vm_manager.drivers.http.HttpNodeDriver")
 NODE_HEARTBEAT_TIMEOUT_SECONDS = env_int("NODE_HEARTBEAT_TIMEOUT_SECONDS", 60)

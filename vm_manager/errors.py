@@ -55,3 +55,27 @@ class NodeUnreachable(VMManagerError):
     status_code = 503
     code = "node_unavailable"
     default_message = "The container's node is not reachable right now."
+
+
+class PathOutsideWorkspace(VMManagerError):
+    status_code = 400
+    code = "path_not_allowed"
+    default_message = "Paths must stay inside /app."
+
+
+class GuestPathNotFound(VMManagerError):
+    status_code = 404
+    code = "file_not_found"
+    default_message = "No such file or folder in the container."
+
+
+class GuestRequestRejected(VMManagerError):
+    status_code = 400
+    code = "bad_request"
+    default_message = "The container refused that request."
+
+
+class UploadTooLarge(VMManagerError):
+    status_code = 413
+    code = "file_too_large"
+    default_message = "The file is larger than the upload limit."
