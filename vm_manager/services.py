@@ -6,6 +6,7 @@ Entry points:
 - ``container_create(user=, container_type_id=, name=)``: credit-checked, placed on a node.
 - ``container_set_desired_state(container, state)``, ``container_power_on``,
   ``container_power_off``: credit-checked intent changes.
+- ``container_rename(container, name)``.
 - ``container_request_delete(container)``: the reconciler removes VM, disk and row.
 - ``container_set_status(container, status, reason=)``: observed-state transitions.
 - ``team_sync_memberships(team)``: owner is admin; inactive team, inactive memberships.
@@ -179,6 +180,16 @@ def container_power_on(container: Container) -> Container:
 
 def container_power_off(container: Container) -> Container:
     return container_set_desired_state(container, Container.DesiredState.STOPPED)
+
+
+@transaction.atomic
+def container_rename(container: Container, name: str) -> Container:
+    """A blank name gets a fresh friendly one, as at creation."""
+    container = Container.objects.select_for_update().get(pk=container.pk)
+    container.name = name.strip()
+    container.assign_default_name()
+    container.save(update_fields=["name", "updated_at"])
+    return container
 
 
 @transaction.atomic
