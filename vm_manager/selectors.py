@@ -1,17 +1,23 @@
 """Non-trivial reads of the VM manager.
 
 Entry points: ``visible_containers_for``, ``can_view_container``, ``container_list_for_user``,
-``node_candidates``, ``used_credits_for_user``.
+``node_candidates``, ``used_credits_for_user``, ``container_types_for_user``,
+``templates_for_user``, ``user_summary``.
 """
 
 from __future__ import annotations
+
+from typing import Any, TypedDict
 
 from django.db.models import Count, IntegerField, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
 from vm_manager.models import (
     Container,
+    ContainerType,
+    FileTemplate,
     Node,
+    ResourceQuota,
     can_view_container,
     visible_containers_for,
 )
@@ -20,7 +26,10 @@ from vm_manager.scheduler import NodeCandidate
 __all__ = [
     "can_view_container",
     "container_list_for_user",
+    "container_types_for_user",
     "node_candidates",
+    "templates_for_user",
+    "user_summary",
     "visible_containers_for",
 ]
 
@@ -59,3 +68,56 @@ def node_candidates(node_ids: list[int] | None = None) -> list[NodeCandidate]:
         )
         for node in nodes
     ]
+
+
+def container_types_for_user(user: Any) -> QuerySet[ContainerType]:
+    """The types the user's quota allows (none without a quota)."""
+    return ContainerType.objects.filter(quotas__user=user)
+
+
+def templates_for_user(user: Any) -> QuerySet[FileTemplate]:
+    """Staff see every template; everyone else the public ones."""
+    templates = FileTemplate.objects.prefetch_related("items")
+    return templates if user.is_staff else templates.filter(public=True)
+
+
+class QuotaSummary(TypedDict):
+    credits: int
+    credits_left: int
+    ai_use_per_day: int
+    ai_uses_left_today: int
+    active: bool
+    allowed_types: list[ContainerType]
+
+
+class UserSummary(TypedDict):
+    username: str
+    active_containers: int
+    has_quota: bool
+    is_superuser: bool
+    quota: QuotaSummary | None
+
+
+def user_summary(user: Any) -> UserSummary:
+    """What ``/api/user/me/`` shows: own containers meant to run, and the quota's state."""
+    active = Container.objects.filter(
+        user=user, desired_state=Container.DesiredState.RUNNING, deleted_at__isnull=True
+    ).count()
+    quota = ResourceQuota.objects.filter(user=user).select_related("user").first()
+    summary: QuotaSummary | None = None
+    if quota is not None:
+        summary = QuotaSummary(
+            credits=quota.credits,
+            credits_left=quota.credits_left(),
+            ai_use_per_day=quota.ai_use_per_day,
+            ai_uses_left_today=quota.ai_uses_left_today(),
+            active=quota.active,
+            allowed_types=list(quota.allowed_types.all()),
+        )
+    return UserSummary(
+        username=user.get_username(),
+        active_containers=active,
+        has_quota=quota is not None,
+        is_superuser=user.is_superuser,
+        quota=summary,
+    )
