@@ -79,3 +79,9 @@ class UploadTooLarge(VMManagerError):
     status_code = 413
     code = "file_too_large"
     default_message = "The file is larger than the upload limit."
+
+
+class InvalidCredentials(VMManagerError):
+    status_code = 400
+    code = "invalid_credentials"
+    default_message = "Wrong username or password."

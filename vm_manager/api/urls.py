@@ -1,3 +1,14 @@
-"""REST routes of the VM manager under /api/."""
+"""REST routes of the VM manager under /api/ (DRF router, trailing slash)."""
 
-urlpatterns: list = []
+from rest_framework.routers import DefaultRouter
+
+from vm_manager.api import views
+
+router = DefaultRouter()
+router.include_root_view = False
+router.register("user", views.UserViewSet, basename="user")
+router.register("container-types", views.ContainerTypeViewSet, basename="container-type")
+router.register("containers", views.ContainerViewSet, basename="container")
+router.register("templates", views.TemplateViewSet, basename="template")
+
+urlpatterns = router.urls

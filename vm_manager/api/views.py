@@ -1,0 +1,491 @@
+"""REST views of the VM manager (thin: validate -> service -> output, one audit row each).
+
+Entry points: ``UserViewSet`` (login/logout/me), ``ContainerTypeViewSet``,
+``ContainerViewSet`` (CRUD and VM actions), ``TemplateViewSet`` (read; staff write; apply).
+
+Reads (lists, retrieve, statistics) are not audited: the frontend polls them. Every other
+route writes the AuditLog row the contract names, with ``success=False`` and the reason when
+it fails, including a 404 for a container the user cannot see.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.contrib.auth import authenticate, login, logout
+from django.core.handlers.asgi import ASGIRequest
+from django.db.models import Model, QuerySet
+from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils.http import content_disposition_header
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import Serializer
+
+from internal_config.audit import audit_log_http
+from vm_manager import container_actions, selectors, services, template_services
+from vm_manager.api.audit import audited
+from vm_manager.api.pagination import ArrayLimitOffsetPagination
+from vm_manager.api.schema import ApiAutoSchema, error_response
+from vm_manager.api.serializers import (
+    MAX_DB_INT,
+    ContainerCreateSerializer,
+    ContainerSerializer,
+    ContainerTypeSerializer,
+    ContainerUpdateSerializer,
+    DownloadFileQuerySerializer,
+    DownloadFolderQuerySerializer,
+    ExecRequestSerializer,
+    ExecResultSerializer,
+    LoginSerializer,
+    PowerSerializer,
+    StatisticsSerializer,
+    StatusSerializer,
+    TemplateApplyResultSerializer,
+    TemplateApplySerializer,
+    TemplateSerializer,
+    UploadRequestSerializer,
+    UploadResultSerializer,
+    UserSummarySerializer,
+)
+from vm_manager.api.throttling import LoginRateThrottle
+from vm_manager.errors import InvalidCredentials, UploadTooLarge
+from vm_manager.models import Container, ContainerType, FileTemplate
+
+M = TypeVar("M", bound=Model)
+
+# Multipart framing around the file; a body larger than limit + this is refused unread.
+MULTIPART_SLACK_BYTES = 64 * 1024
+ARCHIVE_CONTENT_TYPES = {"zip": "application/zip", "tar.gz": "application/gzip"}
+
+
+def validated(serializer_class: type[Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def object_or_404(queryset: QuerySet[M], pk: Any) -> M:
+    """``pk`` must be a database-sized positive integer; anything else is simply not found."""
+    try:
+        value = int(str(pk))
+    except ValueError:
+        raise Http404 from None
+    if not 0 < value <= MAX_DB_INT:
+        raise Http404
+    return get_object_or_404(queryset, pk=value)
+
+
+class IgnoreAcceptHeader(BaseContentNegotiation):
+    """Downloads answer bytes whatever Accept says; their errors are JSON."""
+
+    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(
+        self, request: Request, renderers: list[Any], format_suffix: str | None = None
+    ) -> tuple[Any, str]:
+        return renderers[0], renderers[0].media_type
+
+
+# -- users ---------------------------------------------------------------------------------
+
+
+def _username(request: Request) -> str:
+    data = request.data
+    return str(data.get("username", ""))[:150] if hasattr(data, "get") else ""
+
+
+class UserViewSet(viewsets.ViewSet):
+    schema = ApiAutoSchema()
+
+    @extend_schema(
+        request=LoginSerializer,
+        responses={
+            200: StatusSerializer,
+            400: error_response("400"),
+            429: error_response("429"),
+        },
+        description="Session login (sets the session cookie); no CSRF token needed.",
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        authentication_classes=[],
+        permission_classes=[permissions.AllowAny],
+        throttle_classes=[LoginRateThrottle],
+    )
+    def login(self, request: Request) -> Response:
+        username = (
+            str(request.data.get("username", ""))[:150] if hasattr(request.data, "get") else ""
+        )
+        with audited(request, "login", target_type="user", metadata={"username": username}):
+            data = validated(LoginSerializer, request.data)
+            user = authenticate(
+                request._request, username=data["username"], password=data["password"]
+            )
+            if user is None:
+                raise InvalidCredentials()
+            login(request._request, user)
+        return Response({"status": "ok"})
+
+    def throttled(self, request: Request, wait: float) -> None:
+        if getattr(self, "action", None) == "login":
+            audit_log_http(
+                request,
+                action="login",
+                target_type="user",
+                message="throttled: too many attempts",
+                metadata={"username": _username(request)},
+                success=False,
+            )
+        super().throttled(request, wait)
+
+    @extend_schema(request=None, responses={200: StatusSerializer})
+    @action(detail=False, methods=["post"])
+    def logout(self, request: Request) -> Response:
+        with audited(request, "logout", target_type="user", target_id=request.user.pk):
+            logout(request._request)
+        return Response({"status": "ok"})
+
+    @extend_schema(responses={200: UserSummarySerializer})
+    @action(detail=False, methods=["get"])
+    def me(self, request: Request) -> Response:
+        with audited(request, "user.info", target_type="user", target_id=request.user.pk):
+            summary = selectors.user_summary(request.user)
+        return Response(UserSummarySerializer(summary).data)
+
+
+# -- container types -----------------------------------------------------------------------
+
+
+class ContainerTypeViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """The types the user's quota allows."""
+
+    schema = ApiAutoSchema()
+    serializer_class = ContainerTypeSerializer
+    pagination_class = ArrayLimitOffsetPagination
+    queryset = ContainerType.objects.none()
+
+    def get_queryset(self) -> QuerySet[ContainerType]:
+        return selectors.container_types_for_user(self.request.user)
+
+
+# -- containers ----------------------------------------------------------------------------
+
+CONTAINER_ERRORS = {
+    400: error_response("400"),
+    403: error_response("403"),
+    404: error_response("404"),
+    409: error_response("409"),
+    503: error_response("503"),
+}
+
+
+@extend_schema_view(
+    create=extend_schema(
+        request=ContainerCreateSerializer,
+        responses={201: ContainerSerializer, 503: error_response("503")},
+        description="Create a container (desired running). 403 when the quota is inactive, "
+        "the type is not allowed or credits are short; 400 for an unknown type; 503 when no "
+        "node can take it (nothing is created).",
+    ),
+    partial_update=extend_schema(
+        request=ContainerUpdateSerializer,
+        responses={200: ContainerSerializer, 409: error_response("409")},
+        description="Rename, or change desired_state (credit-checked like power_on).",
+    ),
+    destroy=extend_schema(
+        description="The reconciler stops the VM, removes it and its disk, then the row."
+    ),
+)
+class ContainerViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    schema = ApiAutoSchema()
+    serializer_class = ContainerSerializer
+    pagination_class = ArrayLimitOffsetPagination
+    queryset = Container.objects.none()
+    http_method_names = ("get", "post", "patch", "delete", "head", "options")
+
+    def get_queryset(self) -> QuerySet[Container]:
+        return selectors.container_list_for_user(self.request.user)
+
+    def get_object(self) -> Container:
+        return object_or_404(self.get_queryset(), self.kwargs.get("pk"))
+
+    def _audited(self, request: Request, action_name: str, **kwargs: Any) -> Any:
+        return audited(request, action_name, target_id=self.kwargs.get("pk", "")[:64], **kwargs)
+
+    def create(self, request: Request) -> Response:
+        with audited(request, "container.create") as entry:
+            data = validated(ContainerCreateSerializer, request.data)
+            entry.metadata = {"container_type": data["container_type"]}
+            container = services.container_create(
+                user=request.user,
+                container_type_id=data["container_type"],
+                name=data["container_name"],
+            )
+            entry.target_id = container.pk
+        return Response(ContainerSerializer(container).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        with self._audited(request, "container.update") as entry:
+            container = self.get_object()
+            data = validated(ContainerUpdateSerializer, request.data)
+            entry.metadata = {key: str(value) for key, value in data.items()}
+            if "name" in data:
+                container = services.container_rename(container, data["name"])
+            if "desired_state" in data:
+                container = services.container_set_desired_state(container, data["desired_state"])
+        return Response(ContainerSerializer(self.get_object()).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        with self._audited(request, "container.destroy"):
+            services.container_request_delete(self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={200: PowerSerializer, 403: error_response("403")})
+    @action(detail=True, methods=["post"])
+    def power_on(self, request: Request, pk: str) -> Response:
+        with self._audited(request, "container.power_on"):
+            services.container_power_on(self.get_object())
+        return Response({"status": "starting...", "desired_state": "running"})
+
+    @extend_schema(request=None, responses={200: PowerSerializer})
+    @action(detail=True, methods=["post"])
+    def power_off(self, request: Request, pk: str) -> Response:
+        with self._audited(request, "container.power_off"):
+            services.container_power_off(self.get_object())
+        return Response({"status": "stopping...", "desired_state": "stopped"})
+
+    @extend_schema(
+        request=None,
+        responses={200: StatusSerializer, 409: CONTAINER_ERRORS[409], 503: CONTAINER_ERRORS[503]},
+    )
+    @action(detail=True, methods=["post"])
+    def restart_container(self, request: Request, pk: str) -> Response:
+        with self._audited(request, "container.restart_shell"):
+            container_actions.container_restart(self.get_object())
+        return Response({"status": "restarted"})
+
+    @extend_schema(
+        request=ExecRequestSerializer,
+        responses={
+            200: ExecResultSerializer,
+            409: CONTAINER_ERRORS[409],
+            503: CONTAINER_ERRORS[503],
+        },
+        description="Run a command with bash in /app; time and output are bounded.",
+    )
+    @action(detail=True, methods=["post"])
+    def exec_command(self, request: Request, pk: str) -> Response:
+        with self._audited(request, "container.send_command") as entry:
+            container = self.get_object()
+            cmd = validated(ExecRequestSerializer, request.data)["cmd"]
+            entry.metadata = {"cmd": cmd[:500]}
+            result = container_actions.container_exec(container, cmd)
+            entry.metadata["exit_code"] = result["exit_code"]
+        ok = result["exit_code"] == 0 and not result["timed_out"]
+        return Response(
+            {
+                "ok": ok,
+                "exit_code": result["exit_code"],
+                "stdout": result["stdout"],
+                "stderr": result["stderr"],
+            }
+        )
+
+    @extend_schema(
+        request={"multipart/form-data": UploadRequestSerializer},
+        responses={
+            200: UploadResultSerializer,
+            409: CONTAINER_ERRORS[409],
+            413: error_response("413"),
+            503: CONTAINER_ERRORS[503],
+        },
+        description="Upload `file` into the folder `dest_path` (default /app).",
+    )
+    @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser])
+    def upload_file(self, request: Request, pk: str) -> Response:
+        with self._audited(request, "container.upload_file") as entry:
+            container = self.get_object()
+            limit = settings.MAX_UPLOAD_BYTES
+            length = request.META.get("CONTENT_LENGTH") or "0"
+            if length.isdigit() and int(length) > limit + MULTIPART_SLACK_BYTES:
+                raise UploadTooLarge(f"Uploads are limited to {limit} bytes.")
+            data = validated(UploadRequestSerializer, request.data)
+            upload = data["file"]
+            entry.metadata = {"name": str(upload.name)[:200], "size": upload.size}
+            if upload.size > limit:
+                raise UploadTooLarge(f"Uploads are limited to {limit} bytes.")
+            target = container_actions.upload_target(data["dest_path"], str(upload.name))
+            entry.metadata["path"] = target
+            path = container_actions.container_upload_file(container, target, upload.read())
+        return Response({"ok": True, "path": path})
+
+    @extend_schema(
+        parameters=[DownloadFileQuerySerializer],
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The file's bytes, as an attachment."
+            ),
+            400: error_response("400"),
+            409: CONTAINER_ERRORS[409],
+            503: CONTAINER_ERRORS[503],
+        },
+    )
+    @action(detail=True, methods=["get"], content_negotiation_class=IgnoreAcceptHeader)
+    def download_file(self, request: Request, pk: str) -> HttpResponse:
+        with self._audited(request, "container.download_file") as entry:
+            container = self.get_object()
+            path = validated(DownloadFileQuerySerializer, request.query_params)["path"]
+            target = container_actions.guest_path(path)
+            entry.metadata = {"path": target}
+            content = container_actions.container_read_file(container, target)
+        response = HttpResponse(content, content_type="application/octet-stream")
+        response["Content-Disposition"] = content_disposition_header(
+            True, posixpath.basename(target) or "file"
+        )
+        return response
+
+    @extend_schema(
+        parameters=[DownloadFolderQuerySerializer],
+        responses={
+            (200, "application/zip"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The folder as an archive, streamed."
+            ),
+            (200, "application/gzip"): OpenApiResponse(OpenApiTypes.BINARY),
+            400: error_response("400"),
+            409: CONTAINER_ERRORS[409],
+            503: CONTAINER_ERRORS[503],
+        },
+    )
+    @action(detail=True, methods=["get"], content_negotiation_class=IgnoreAcceptHeader)
+    def download_folder(self, request: Request, pk: str) -> StreamingHttpResponse:
+        with self._audited(request, "container.download_folder") as entry:
+            container = self.get_object()
+            data = validated(DownloadFolderQuerySerializer, request.query_params)
+            fmt = data["prefer_fmt"]
+            root = container_actions.guest_path(data["root"])
+            entry.metadata = {"root": root, "fmt": fmt}
+            chunks = container_actions.container_archive(
+                container, root, fmt, asynchronous=isinstance(request._request, ASGIRequest)
+            )
+        response = StreamingHttpResponse(chunks, content_type=ARCHIVE_CONTENT_TYPES[fmt])
+        folder = posixpath.basename(root.rstrip("/")) or "app"
+        response["Content-Disposition"] = content_disposition_header(
+            True, f"{container.name or 'workspace'}-{folder}.{fmt}"
+        )
+        return response
+
+    @extend_schema(
+        responses={
+            200: StatisticsSerializer,
+            409: CONTAINER_ERRORS[409],
+            503: CONTAINER_ERRORS[503],
+        }
+    )
+    @action(detail=True, methods=["get"])
+    def statistics(self, request: Request, pk: str) -> Response:
+        stats = container_actions.container_statistics(self.get_object())
+        return Response(StatisticsSerializer(stats).data)
+
+
+# -- templates -----------------------------------------------------------------------------
+
+
+class StaffWritesOnly(permissions.BasePermission):
+    """Everyone reads (and applies) the templates they can see; only staff change them."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method in permissions.SAFE_METHODS or getattr(view, "action", "") == "apply":
+            return True
+        return bool(request.user and request.user.is_staff)
+
+
+class TemplateViewSet(viewsets.ModelViewSet):
+    schema = ApiAutoSchema()
+    serializer_class = TemplateSerializer
+    pagination_class = ArrayLimitOffsetPagination
+    permission_classes = (permissions.IsAuthenticated, StaffWritesOnly)
+    queryset = FileTemplate.objects.none()
+
+    def get_queryset(self) -> QuerySet[FileTemplate]:
+        return selectors.templates_for_user(self.request.user)
+
+    def get_object(self) -> FileTemplate:
+        return object_or_404(self.get_queryset(), self.kwargs.get("pk"))
+
+    def _fetch(self, template: FileTemplate) -> dict[str, Any]:
+        return TemplateSerializer(self.get_queryset().get(pk=template.pk)).data
+
+    def create(self, request: Request) -> Response:
+        with audited(request, "template.create", target_type="template") as entry:
+            serializer = TemplateSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            fields = dict(serializer.validated_data)
+            items = fields.pop("items", [])
+            template = template_services.template_create(fields=fields, items=items)
+            entry.target_id = template.pk
+        return Response(self._fetch(template), status=status.HTTP_201_CREATED)
+
+    def update(self, request: Request, pk: str, partial: bool = False) -> Response:
+        action_name = "template.update"
+        with audited(request, action_name, target_type="template", target_id=pk[:64]):
+            template = self.get_object()
+            serializer = TemplateSerializer(template, data=request.data, partial=partial)
+            serializer.is_valid(raise_exception=True)
+            fields = dict(serializer.validated_data)
+            items = fields.pop("items", None if partial else [])
+            template = template_services.template_update(template, fields=fields, items=items)
+        return Response(self._fetch(template))
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        return self.update(request, pk, partial=True)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        with audited(request, "template.delete", target_type="template", target_id=pk[:64]):
+            template_services.template_delete(self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        request=TemplateApplySerializer,
+        responses={
+            200: TemplateApplyResultSerializer,
+            409: CONTAINER_ERRORS[409],
+            503: CONTAINER_ERRORS[503],
+        },
+        description="Write the template's files into a running container you can see.",
+    )
+    @action(detail=True, methods=["post"])
+    def apply(self, request: Request, pk: str) -> Response:
+        with audited(request, "template.apply", metadata={"template_id": pk[:64]}) as entry:
+            data = validated(TemplateApplySerializer, request.data)
+            entry.target_id = data["container_id"]
+            template = self.get_object()
+            container = object_or_404(
+                selectors.container_list_for_user(request.user), data["container_id"]
+            )
+            count = template_services.template_apply_to_container(
+                template, container, dest_path=data["dest_path"], clean=data["clean"]
+            )
+        return Response(
+            {
+                "status": "applied",
+                "template_id": template.pk,
+                "container": container.pk,
+                "dest_path": container_actions.guest_path(data["dest_path"]),
+                "files_count": count,
+            }
+        )
