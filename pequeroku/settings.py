@@ -58,6 +58,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "pequeroku.middleware.RequestLogMiddleware",  # one log line per request, outermost
+    "pequeroku.health.HealthCheckMiddleware",  # /healthz, /readyz before host validation
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -231,5 +233,9 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # pequeroku.request already logs every request once; keep Django's 5xx tracebacks only.
+        "django.request": {"level": "ERROR"},
+    },
 }
