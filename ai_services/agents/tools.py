@@ -1,0 +1,235 @@
+"""The DevAgent's tools: each acts on the user's container through its node driver.
+
+Entry points: ``TOOL_SCHEMAS`` (OpenAI tool definitions), ``tool_run(ctx, name, arguments)``.
+
+Every path is confined to the workspace (``/app``) by ``workspace_path`` before the driver sees
+it (the driver confines again, symlinks included). Every call is audited as
+``agent_tool.<name>`` through ``ctx.audit``, and what goes back to the model is cut to
+``MAX_TOOL_OUTPUT`` characters so one large file or log cannot blow the context or the bill.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pequeroku.errors import DomainError
+from vm_manager.drivers import WORKSPACE_ROOT, NodeDriver, NodeError, PathNotAllowed
+from vm_manager.drivers.paths import workspace_path
+
+MAX_TOOL_OUTPUT = 8_000
+MAX_FILE_WRITE = 200_000
+MAX_TREE_ENTRIES = 300
+MAX_TREE_DEPTH = 4
+EXEC_TIMEOUT = 30.0
+SEARCH_TIMEOUT = 15.0
+SKIPPED_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache"})
+
+AuditFn = Callable[[str, dict[str, Any], bool, str], Awaitable[None]]
+
+
+@dataclass
+class ToolContext:
+    driver: NodeDriver | None  # None while the container has no VM
+    vm_id: str
+    audit: AuditFn
+
+    def node(self) -> NodeDriver:
+        if self.driver is None:
+            raise ToolFailed("the container has no running VM yet")
+        return self.driver
+
+
+class ToolFailed(Exception):
+    """A tool could not do its job; the message goes back to the model (and the audit row)."""
+
+
+def _fn(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
+
+
+_PATH = {"type": "string", "description": "Path inside /app (absolute or relative to /app)."}
+
+TOOL_SCHEMAS: list[dict[str, Any]] = [
+    _fn(
+        "read_workspace",
+        "List the files and folders of the workspace as a tree.",
+        {"path": {**_PATH, "description": "Folder to list (default /app)."}},
+        [],
+    ),
+    _fn("read_file", "Read a text file of the workspace.", {"path": _PATH}, ["path"]),
+    _fn(
+        "create_file",
+        "Create or overwrite a file in the workspace with the given content.",
+        {"path": _PATH, "content": {"type": "string"}},
+        ["path", "content"],
+    ),
+    _fn(
+        "exec_command",
+        "Run a shell command (bash) in /app and get its exit code and output.",
+        {"command": {"type": "string"}},
+        ["command"],
+    ),
+    _fn(
+        "search",
+        "Search the workspace for a text pattern (grep); returns file:line: matches.",
+        {
+            "pattern": {"type": "string"},
+            "path": {**_PATH, "description": "Folder to search (default /app)."},
+        },
+        ["pattern"],
+    ),
+]
+TOOL_NAMES = frozenset(schema["function"]["name"] for schema in TOOL_SCHEMAS)
+
+
+def bound(text: str, limit: int = MAX_TOOL_OUTPUT) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... {len(text) - limit} more characters cut]"
+
+
+def _str_arg(arguments: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = arguments.get(key, default)
+    if not isinstance(value, str) or (value == "" and default is None):
+        raise ToolFailed(f"argument {key!r} must be a non-empty string")
+    return value
+
+
+async def _read_workspace(ctx: ToolContext, arguments: dict[str, Any]) -> str:
+    root = workspace_path(_str_arg(arguments, "path", WORKSPACE_ROOT) or WORKSPACE_ROOT)
+    lines = [root + "/"]
+    pending: list[tuple[str, int]] = [(root, 0)]
+    count = 0
+    while pending:
+        folder, depth = pending.pop()
+        entries = await ctx.node().list_dir(ctx.vm_id, folder)
+        for entry in reversed(entries):
+            count += 1
+            if count > MAX_TREE_ENTRIES:
+                lines.append(f"[... more than {MAX_TREE_ENTRIES} entries, listing stopped]")
+                return "\n".join(lines)
+            indent = "  " * (depth + 1)
+            is_dir = entry["path_type"] == "directory"
+            lines.append(f"{indent}{entry['name']}{'/' if is_dir else ''}")
+            if is_dir and depth + 1 < MAX_TREE_DEPTH and entry["name"] not in SKIPPED_DIRS:
+                pending.append((entry["path"], depth + 1))
+    return "\n".join(lines)
+
+
+async def _read_file(ctx: ToolContext, arguments: dict[str, Any]) -> str:
+    path = workspace_path(_str_arg(arguments, "path"))
+    content = await ctx.node().read_file(ctx.vm_id, path)
+    return content.decode("utf-8", errors="replace")
+
+
+async def _create_file(ctx: ToolContext, arguments: dict[str, Any]) -> str:
+    path = workspace_path(_str_arg(arguments, "path"))
+    content = arguments.get("content")
+    if not isinstance(content, str):
+        raise ToolFailed("argument 'content' must be a string")
+    if len(content) > MAX_FILE_WRITE:
+        raise ToolFailed(f"content is longer than {MAX_FILE_WRITE} characters")
+    if path == WORKSPACE_ROOT or path.endswith("/"):
+        raise ToolFailed("path must name a file")
+    await ctx.node().write_file(ctx.vm_id, path, content.encode())
+    return f"wrote {len(content.encode())} bytes to {path}"
+
+
+async def _exec_command(ctx: ToolContext, arguments: dict[str, Any]) -> str:
+    command = _str_arg(arguments, "command")
+    result = await ctx.node().exec(ctx.vm_id, command, timeout=EXEC_TIMEOUT)
+    parts = [f"exit code: {result['exit_code']}"]
+    if result["timed_out"]:
+        parts.append(f"(timed out after {EXEC_TIMEOUT:.0f} s)")
+    if result["stdout"]:
+        parts.append("stdout:\n" + bound(result["stdout"], MAX_TOOL_OUTPUT // 2))
+    if result["stderr"]:
+        parts.append("stderr:\n" + bound(result["stderr"], MAX_TOOL_OUTPUT // 2))
+    return "\n".join(parts)
+
+
+async def _search(ctx: ToolContext, arguments: dict[str, Any]) -> str:
+    pattern = _str_arg(arguments, "pattern")
+    root = workspace_path(_str_arg(arguments, "path", WORKSPACE_ROOT) or WORKSPACE_ROOT)
+    excludes = " ".join(f"--exclude-dir={shlex.quote(d)}" for d in sorted(SKIPPED_DIRS))
+    # -F: the model's pattern is text, not a regex it might get wrong; -I skips binaries.
+    command = (
+        f"grep -rInF {excludes} -m 20 -e {shlex.quote(pattern)} -- {shlex.quote(root)}"
+        " | head -n 200"
+    )
+    result = await ctx.node().exec(ctx.vm_id, command, timeout=SEARCH_TIMEOUT)
+    matches = result["stdout"].strip()
+    if not matches:
+        return f"no matches for {pattern!r} under {root}"
+    return matches
+
+
+_TOOLS: dict[str, Callable[[ToolContext, dict[str, Any]], Awaitable[str]]] = {
+    "read_workspace": _read_workspace,
+    "read_file": _read_file,
+    "create_file": _create_file,
+    "exec_command": _exec_command,
+    "search": _search,
+}
+
+
+def _audit_metadata(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """What the audit row keeps: paths and commands, never file contents."""
+    kept = {k: v for k, v in arguments.items() if k != "content" and isinstance(v, str)}
+    if name == "create_file" and isinstance(arguments.get("content"), str):
+        kept["content_length"] = len(arguments["content"])
+    return {k: (v[:500] if isinstance(v, str) else v) for k, v in kept.items()}
+
+
+async def tool_run(ctx: ToolContext, name: str, raw_arguments: str) -> str:
+    """Run tool ``name`` with the model's JSON ``raw_arguments``; always returns text for it."""
+    try:
+        arguments = json.loads(raw_arguments or "{}")
+    except json.JSONDecodeError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        await ctx.audit(name, {"raw": (raw_arguments or "")[:500]}, False, "bad arguments")
+        return "error: the arguments were not a JSON object"
+    if name not in _TOOLS:
+        await ctx.audit(name, _audit_metadata(name, arguments), False, "unknown tool")
+        return f"error: there is no tool named {name!r}"
+    try:
+        output = await _TOOLS[name](ctx, arguments)
+    except PathNotAllowed:
+        message = f"error: paths must stay inside {WORKSPACE_ROOT}"
+    except ToolFailed as exc:
+        message = f"error: {exc}"
+    except (NodeError, DomainError) as exc:
+        message = f"error: {type(exc).__name__}: {exc}"
+    else:
+        await ctx.audit(name, _audit_metadata(name, arguments), True, "")
+        return bound(output)
+    await ctx.audit(name, _audit_metadata(name, arguments), False, message[:500])
+    return bound(message)
+
+
+def tool_label(name: str) -> str:
+    """What the user sees while a tool runs."""
+    return f"Using {name}..."
+
+
+__all__ = [
+    "MAX_TOOL_OUTPUT",
+    "TOOL_NAMES",
+    "TOOL_SCHEMAS",
+    "ToolContext",
+    "bound",
+    "tool_label",
+    "tool_run",
+]

@@ -1,0 +1,90 @@
+"""The AI assistant socket ``/ws/ai/<pk>/``: access checks, frame parsing, one turn at a time.
+
+Entry point: ``AIConsumer``. Close codes: 4401 not logged in (or no AI uses left today, as the
+contract says), 4403 container not visible to the user, 4404 no such container. The socket is
+accepted before closing with a code, so the browser sees the code instead of a refused
+handshake. Everything else is delegated to ``ai_services.session.AISession``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from ai_services import services
+from ai_services.errors import AIError
+from ai_services.session import AISession
+from internal_config.audit import scope_client_info
+
+logger = logging.getLogger(__name__)
+
+
+class AIConsumer(AsyncWebsocketConsumer):
+    session: AISession | None = None
+    turn_task: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        try:
+            container_pk = int(self.scope["url_route"]["kwargs"]["pk"])
+            await database_sync_to_async(services.ai_container_for_user)(user, container_pk)
+        except AIError as exc:
+            await self.close(code=exc.close_code)
+            return
+        ip, user_agent = scope_client_info(self.scope)
+        self.session = AISession(
+            user=user, container_pk=container_pk, send=self.send_json, ip=ip, user_agent=user_agent
+        )
+        if not await self.session.greet():
+            await self.close(code=4401)
+
+    async def disconnect(self, code: int) -> None:
+        if self.turn_task is not None and not self.turn_task.done():
+            self.turn_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.turn_task
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.session is None:
+            return
+        try:
+            payload = json.loads(text_data if text_data is not None else bytes_data or b"")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            await self.send_error('Messages must be JSON like {"text": "..."}.')
+            return
+        text = payload.get("text") if isinstance(payload, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            await self.send_error('Messages must be JSON like {"text": "..."}.')
+            return
+        if self.turn_task is not None and not self.turn_task.done():
+            await self.send_error("The assistant is still answering; wait for it to finish.")
+            return
+        # A turn runs beside the receive loop so a disconnect can cancel it (and give the
+        # reserved use back) instead of waiting for the provider.
+        self.turn_task = asyncio.create_task(self._turn(self.session, text))
+
+    async def _turn(self, session: AISession, text: str) -> None:
+        try:
+            keep_open = await session.handle_text(text)
+        except Exception:
+            logger.exception("AI turn failed on container %s", session.container_pk)
+            await self.send_error("The assistant failed unexpectedly; try again.")
+            return
+        if not keep_open:
+            await self.close(code=4401)
+
+    async def send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(content))
+
+    async def send_error(self, message: str) -> None:
+        await self.send_json({"event": "error", "message": message})

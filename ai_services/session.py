@@ -1,0 +1,188 @@
+"""One AI socket's conversation: greeting, turns and ``/clear``, as wire events.
+
+Entry points: ``AISession.greet()``, ``AISession.handle_text(text)``; both return ``False``
+when the socket must close with 4401 (no uses left), as the contract asks.
+
+Wire events (see docs/ai.md): a turn sends tool announcements and the answer as
+``start_text`` / ``text``... / ``finish_text`` triples, then ``memory_data`` and a fresh
+``connected``. A provider failure ends the open triple with a readable message and a
+``finish_text``, gives the reserved use back and announces the unchanged count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from ai_services import services
+from ai_services.agents import ChatMessage, DevAgent, ProviderFailure, ToolContext
+from ai_services.agents.tools import tool_label
+from ai_services.errors import AIError, AINoUsesLeft
+from ai_services.utils import get_openai_client
+from internal_config.audit import audit_log_ws
+from pequeroku.errors import DomainError
+from vm_manager.drivers import NodeDriver
+from vm_manager.operations import driver_for
+
+logger = logging.getLogger(__name__)
+
+MAX_PROMPT_CHARS = 3000
+CLEAR_COMMAND = "/clear"
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class _AnswerStream:
+    """Keeps the start/text/finish triples well formed while a turn streams."""
+
+    send: Send
+    open: bool = False
+    sent_text: bool = False
+
+    async def tool_started(self, name: str) -> None:
+        await self.close()
+        await triple(self.send, tool_label(name))
+
+    async def text_chunk(self, content: str) -> None:
+        if not self.open:
+            await self.send({"event": "start_text", "role": "assistant"})
+            self.open = True
+        self.sent_text = True
+        await self.send({"event": "text", "content": content})
+
+    async def close(self) -> None:
+        if self.open:
+            await self.send({"event": "finish_text"})
+            self.open = False
+
+
+async def triple(send: Send, content: str, role: str = "assistant") -> None:
+    await send({"event": "start_text", "role": role})
+    await send({"event": "text", "content": content})
+    await send({"event": "finish_text"})
+
+
+@dataclass
+class AISession:
+    user: Any
+    container_pk: int
+    send: Send
+    ip: str | None = None
+    user_agent: str = ""
+
+    async def connected(self, uses_left: int) -> None:
+        await self.send({"event": "connected", "ai_uses_left_today": uses_left})
+
+    async def greet(self) -> bool:
+        """History replay then ``connected``; without uses left, an explanation and False."""
+        uses_left = await database_sync_to_async(services.ai_uses_left)(self.user)
+        if uses_left <= 0:
+            await triple(self.send, AINoUsesLeft.default_message)
+            await self.connected(0)
+            return False
+        memory = await database_sync_to_async(services.ai_memory_get)(self.user, self.container_pk)
+        for message in memory:
+            await triple(self.send, message["content"], role=message["role"])
+        await self.connected(uses_left)
+        return True
+
+    async def handle_text(self, text: str) -> bool:
+        if text.strip() == CLEAR_COMMAND:
+            await self.clear()
+            return True
+        if len(text) > MAX_PROMPT_CHARS:
+            await triple(
+                self.send,
+                f"Your message has {len(text)} characters; the limit is {MAX_PROMPT_CHARS}. "
+                "Please shorten it and send it again.",
+            )
+            return True
+        return await self.turn(text)
+
+    async def clear(self) -> None:
+        await database_sync_to_async(services.ai_memory_clear)(self.user, self.container_pk)
+        await triple(self.send, "Conversation memory cleared.")
+        await self.send({"event": "memory_data", "memory": []})
+        uses_left = await database_sync_to_async(services.ai_uses_left)(self.user)
+        await self.connected(uses_left)
+
+    async def turn(self, prompt: str) -> bool:
+        try:
+            start = await database_sync_to_async(services.ai_turn_begin)(
+                self.user, self.container_pk, prompt
+            )
+        except AINoUsesLeft as exc:
+            await triple(self.send, exc.message)
+            await self.connected(0)
+            return False
+        stream = _AnswerStream(self.send)
+        try:
+            answer = await self._run_agent(start, prompt, stream)
+        except ProviderFailure as failure:
+            await self._fail(stream, start.usage_log_id, str(failure))
+            return True
+        except AIError as exc:
+            await self._fail(stream, start.usage_log_id, exc.message)
+            return True
+        except BaseException:
+            # Cancelled (socket gone) or a bug: the reserved use goes back either way.
+            await asyncio.shield(
+                database_sync_to_async(services.ai_turn_abort)(self.user, start.usage_log_id)
+            )
+            raise
+        if not stream.sent_text:
+            await stream.text_chunk("(The assistant returned an empty answer.)")
+        await stream.close()
+        memory, uses_left = await database_sync_to_async(services.ai_turn_complete)(
+            self.user, start.container.pk, start.usage_log_id, prompt, answer
+        )
+        await self.send({"event": "memory_data", "memory": memory})
+        await self.connected(uses_left)
+        return True
+
+    async def _run_agent(
+        self, start: services.TurnStart, prompt: str, stream: _AnswerStream
+    ) -> Any:
+        container = start.container
+        try:
+            driver: NodeDriver | None = driver_for(container)
+        except DomainError:
+            driver = None  # no VM yet: the agent can still talk, its tools say why they fail
+        tools = ToolContext(driver=driver, vm_id=container.vm_id, audit=self._audit_tool)
+        client = get_openai_client(start.provider)
+        try:
+            agent = DevAgent(client, start.provider.model, tools)
+            history: list[ChatMessage] = start.history
+            return await agent.run(history, prompt, stream)
+        finally:
+            await client.close()
+
+    async def _fail(self, stream: _AnswerStream, usage_log_id: int, message: str) -> None:
+        uses_left = await database_sync_to_async(services.ai_turn_abort)(self.user, usage_log_id)
+        if stream.open:
+            await stream.text_chunk(f"\n\n{message}")
+        else:
+            await stream.text_chunk(message)
+        await stream.close()
+        await self.connected(uses_left)
+
+    async def _audit_tool(
+        self, name: str, metadata: dict[str, Any], success: bool, message: str
+    ) -> None:
+        await database_sync_to_async(audit_log_ws)(
+            action=f"agent_tool.{name}",
+            user=self.user,
+            ip=self.ip,
+            user_agent=self.user_agent,
+            target_type="container",
+            target_id=self.container_pk,
+            message=message,
+            metadata=metadata,
+            success=success,
+        )
