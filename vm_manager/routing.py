@@ -1,3 +1,10 @@
 """Console and editor sockets."""
 
-websocket_urlpatterns: list = []
+from django.urls import re_path
+
+from vm_manager.consumers import ConsoleConsumer, EditorConsumer
+
+websocket_urlpatterns = [
+    re_path(r"^ws/containers/(?P<pk>\d+)/$", ConsoleConsumer.as_asgi()),
+    re_path(r"^ws/fs/(?P<pk>\d+)/$", EditorConsumer.as_asgi()),
+]
