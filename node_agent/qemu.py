@@ -185,6 +185,9 @@ def qemu_command(
         f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device",
         "virtio-net-pci,netdev=n0",
+        # Guests otherwise wait for entropy at boot (sshd, systemd-random-seed) under TCG.
+        "-device",
+        "virtio-rng-pci",
         "-fw_cfg",
         f"name={INSTANCE_ID_FW_CFG},string={instance_id}",
         "-fw_cfg",
