@@ -24,6 +24,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -104,6 +105,17 @@ def _username(request: Request) -> str:
     return str(data.get("username", ""))[:150] if hasattr(data, "get") else ""
 
 
+def _audit_login_failure(request: Request, reason: str) -> None:
+    audit_log_http(
+        request,
+        action="login",
+        target_type="user",
+        message=reason,
+        metadata={"username": _username(request)},
+        success=False,
+    )
+
+
 class UserViewSet(viewsets.ViewSet):
     schema = ApiAutoSchema()
 
@@ -124,36 +136,31 @@ class UserViewSet(viewsets.ViewSet):
         throttle_classes=[LoginRateThrottle],
     )
     def login(self, request: Request) -> Response:
-        username = (
-            str(request.data.get("username", ""))[:150] if hasattr(request.data, "get") else ""
+        # Successful and failed credential checks are audited by internal_config's receivers
+        # of Django's auth signals; only what never reaches authenticate() is audited here.
+        serializer = LoginSerializer(data=request.data)
+        if not serializer.is_valid():
+            _audit_login_failure(request, "invalid: malformed login request")
+            raise ValidationError(serializer.errors)
+        user = authenticate(
+            request._request,
+            username=serializer.validated_data["username"],
+            password=serializer.validated_data["password"],
         )
-        with audited(request, "login", target_type="user", metadata={"username": username}):
-            data = validated(LoginSerializer, request.data)
-            user = authenticate(
-                request._request, username=data["username"], password=data["password"]
-            )
-            if user is None:
-                raise InvalidCredentials()
-            login(request._request, user)
+        if user is None:
+            raise InvalidCredentials()
+        login(request._request, user)
         return Response({"status": "ok"})
 
     def throttled(self, request: Request, wait: float) -> None:
         if getattr(self, "action", None) == "login":
-            audit_log_http(
-                request,
-                action="login",
-                target_type="user",
-                message="throttled: too many attempts",
-                metadata={"username": _username(request)},
-                success=False,
-            )
+            _audit_login_failure(request, "throttled: too many attempts")
         super().throttled(request, wait)
 
     @extend_schema(request=None, responses={200: StatusSerializer})
     @action(detail=False, methods=["post"])
     def logout(self, request: Request) -> Response:
-        with audited(request, "logout", target_type="user", target_id=request.user.pk):
-            logout(request._request)
+        logout(request._request)  # audited by internal_config's user_logged_out receiver
         return Response({"status": "ok"})
 
     @extend_schema(responses={200: UserSummarySerializer})
