@@ -1,0 +1,48 @@
+"""``manage.py check --deploy`` with .env.example's production values reports nothing."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from .conftest import REPO, VENV_BIN, production_env
+
+
+def test_check_deploy_with_the_production_env_example_reports_no_issue(tmp_path: Path) -> None:
+    env = production_env(DJANGO_SETTINGS_MODULE="pequeroku.settings", DB_HOST="127.0.0.1")
+
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), str(REPO / "manage.py"), "check", "--deploy",
+         "--fail-level", "DEBUG"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_check_deploy_flags_a_development_setup(tmp_path: Path) -> None:
+    env = production_env(
+        DJANGO_SETTINGS_MODULE="pequeroku.settings",
+        DEBUG="true",
+        SECURE_SSL_REDIRECT="false",
+        SESSION_COOKIE_SECURE="false",
+    )
+
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), str(REPO / "manage.py"), "check", "--deploy"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert "security.W018" in result.stderr  # DEBUG on
+    assert "security.W008" in result.stderr  # no SSL redirect
