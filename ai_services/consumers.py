@@ -25,9 +25,15 @@ from internal_config.audit import scope_client_info
 logger = logging.getLogger(__name__)
 
 
+def uses_group(user_pk: int) -> str:
+    """Every AI socket of one user, on any worker: told when another socket spends a use."""
+    return f"ai-uses-{user_pk}"
+
+
 class AIConsumer(AsyncWebsocketConsumer):
     session: AISession | None = None
     turn_task: asyncio.Task[None] | None = None
+    group: str | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -43,12 +49,23 @@ class AIConsumer(AsyncWebsocketConsumer):
             return
         ip, user_agent = scope_client_info(self.scope)
         self.session = AISession(
-            user=user, container_pk=container_pk, send=self.send_json, ip=ip, user_agent=user_agent
+            user=user,
+            container_pk=container_pk,
+            send=self.send_json,
+            ip=ip,
+            user_agent=user_agent,
+            announce=self.announce_uses if self.channel_layer is not None else None,
         )
         if not await self.session.greet():
             await self.close(code=4401)
+            return
+        if self.channel_layer is not None:
+            self.group = uses_group(user.pk)
+            await self.channel_layer.group_add(self.group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.turn_task is not None and not self.turn_task.done():
             self.turn_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -66,7 +83,7 @@ class AIConsumer(AsyncWebsocketConsumer):
         if not isinstance(text, str) or not text.strip():
             await self.send_error('Messages must be JSON like {"text": "..."}.')
             return
-        if self.turn_task is not None and not self.turn_task.done():
+        if self.turn_running():
             await self.send_error("The assistant is still answering; wait for it to finish.")
             return
         # A turn runs beside the receive loop so a disconnect can cancel it (and give the
@@ -82,6 +99,27 @@ class AIConsumer(AsyncWebsocketConsumer):
             return
         if not keep_open:
             await self.close(code=4401)
+
+    async def announce_uses(self, uses_left: int) -> None:
+        await self.channel_layer.group_send(
+            uses_group(self.scope["user"].pk),
+            {"type": "ai.uses", "ai_uses_left_today": uses_left, "origin": self.channel_name},
+        )
+
+    async def ai_uses(self, message: dict[str, Any]) -> None:
+        """Another socket of this user spent a use: refresh the count shown here.
+
+        Skipped on the socket that spent it (it already announced) and while this socket's own
+        turn runs (that turn ends with a fresh count anyway), so a turn's events stay in order.
+        """
+        if message["origin"] == self.channel_name or self.turn_running():
+            return
+        await self.send_json(
+            {"event": "connected", "ai_uses_left_today": message["ai_uses_left_today"]}
+        )
+
+    def turn_running(self) -> bool:
+        return self.turn_task is not None and not self.turn_task.done()
 
     async def send_json(self, content: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(content))

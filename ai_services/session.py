@@ -75,6 +75,8 @@ class AISession:
     send: Send
     ip: str | None = None
     user_agent: str = ""
+    # Called with the new count after a turn spends a use, to tell the user's other sockets.
+    announce: Callable[[int], Awaitable[None]] | None = None
 
     async def connected(self, uses_left: int) -> None:
         await self.send({"event": "connected", "ai_uses_left_today": uses_left})
@@ -144,6 +146,8 @@ class AISession:
         )
         await self.send({"event": "memory_data", "memory": memory})
         await self.connected(uses_left)
+        if self.announce is not None:
+            await self.announce(uses_left)
         return True
 
     async def _run_agent(

@@ -18,7 +18,7 @@ from typing import Any
 
 from pequeroku.errors import DomainError
 from vm_manager.drivers import WORKSPACE_ROOT, NodeDriver, NodeError, PathNotAllowed
-from vm_manager.drivers.paths import workspace_path
+from vm_manager.drivers.paths import relative_to_workspace, workspace_path
 
 MAX_TOOL_OUTPUT = 8_000
 MAX_FILE_WRITE = 200_000
@@ -109,21 +109,21 @@ def _str_arg(arguments: dict[str, Any], key: str, default: str | None = None) ->
 async def _read_workspace(ctx: ToolContext, arguments: dict[str, Any]) -> str:
     root = workspace_path(_str_arg(arguments, "path", WORKSPACE_ROOT) or WORKSPACE_ROOT)
     lines = [root + "/"]
-    pending: list[tuple[str, int]] = [(root, 0)]
-    count = 0
-    while pending:
-        folder, depth = pending.pop()
-        entries = await ctx.node().list_dir(ctx.vm_id, folder)
-        for entry in reversed(entries):
-            count += 1
-            if count > MAX_TREE_ENTRIES:
+
+    async def walk(folder: str, depth: int) -> bool:
+        """Append ``folder``'s entries depth first; False once the entry budget is spent."""
+        for entry in await ctx.node().list_dir(ctx.vm_id, folder):
+            if len(lines) > MAX_TREE_ENTRIES:
                 lines.append(f"[... more than {MAX_TREE_ENTRIES} entries, listing stopped]")
-                return "\n".join(lines)
-            indent = "  " * (depth + 1)
+                return False
             is_dir = entry["path_type"] == "directory"
-            lines.append(f"{indent}{entry['name']}{'/' if is_dir else ''}")
-            if is_dir and depth + 1 < MAX_TREE_DEPTH and entry["name"] not in SKIPPED_DIRS:
-                pending.append((entry["path"], depth + 1))
+            lines.append(f"{'  ' * (depth + 1)}{entry['name']}{'/' if is_dir else ''}")
+            descend = depth + 1 < MAX_TREE_DEPTH and entry["name"] not in SKIPPED_DIRS
+            if is_dir and descend and not await walk(entry["path"], depth + 1):
+                return False
+        return True
+
+    await walk(root, 0)
     return "\n".join(lines)
 
 
@@ -163,16 +163,21 @@ async def _search(ctx: ToolContext, arguments: dict[str, Any]) -> str:
     pattern = _str_arg(arguments, "pattern")
     root = workspace_path(_str_arg(arguments, "path", WORKSPACE_ROOT) or WORKSPACE_ROOT)
     excludes = " ".join(f"--exclude-dir={shlex.quote(d)}" for d in sorted(SKIPPED_DIRS))
+    # exec runs in /app: search a relative path and name the matches /app/... afterwards.
     # -F: the model's pattern is text, not a regex it might get wrong; -I skips binaries.
+    target = "./" + relative_to_workspace(root)
     command = (
-        f"grep -rInF {excludes} -m 20 -e {shlex.quote(pattern)} -- {shlex.quote(root)}"
+        f"grep -rInF {excludes} -m 20 -e {shlex.quote(pattern)} -- {shlex.quote(target)}"
         " | head -n 200"
     )
     result = await ctx.node().exec(ctx.vm_id, command, timeout=SEARCH_TIMEOUT)
-    matches = result["stdout"].strip()
-    if not matches:
+    lines = [
+        WORKSPACE_ROOT + line[1:] if line.startswith("./") else line
+        for line in result["stdout"].splitlines()
+    ]
+    if not lines:
         return f"no matches for {pattern!r} under {root}"
-    return matches
+    return "\n".join(lines)
 
 
 _TOOLS: dict[str, Callable[[ToolContext, dict[str, Any]], Awaitable[str]]] = {

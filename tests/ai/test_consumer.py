@@ -198,9 +198,11 @@ async def test_turn_after_the_last_use_was_spent_elsewhere_is_refused_with_4401(
     await receive_until(second, "connected")
     await first.send_json_to({"text": "Hi"})
     assert (await receive_until(first, "connected"))[-1]["ai_uses_left_today"] == 0
+    assert await second.receive_json_from() == {"event": "connected", "ai_uses_left_today": 0}
 
     await second.send_json_to({"text": "Me too"})
     events = await receive_until(second, "connected")
+    assert [e["event"] for e in events] == ["start_text", "text", "finish_text", "connected"]
     assert events[-1] == {"event": "connected", "ai_uses_left_today": 0}
     assert await receive_close_code(second) == 4401
     assert len(ai_config.requests) == 1
@@ -414,3 +416,21 @@ async def test_a_turn_on_a_container_without_a_vm_still_answers(
     tool_result = ai_config.requests[1].body["messages"][-1]["content"]
     assert "no running VM" in tool_result
     assert events[-1] == {"event": "connected", "ai_uses_left_today": 4}
+
+
+async def test_a_spent_use_is_announced_to_the_users_other_sockets(
+    ai_config, user, running_container, make_container, open_ai_socket
+):
+    other_container = await database_sync_to_async(make_container)(user)
+    talking = await open_ai_socket(user, running_container.pk)
+    watching = await open_ai_socket(user, other_container.pk)
+    await receive_until(talking, "connected")
+    await receive_until(watching, "connected")
+
+    await talking.send_json_to({"text": "Hi"})
+    await receive_until(talking, "connected")
+
+    assert await watching.receive_json_from() == {"event": "connected", "ai_uses_left_today": 4}
+    assert await talking.receive_nothing(timeout=0.2)
+    await talking.disconnect()
+    await watching.disconnect()
