@@ -14,7 +14,7 @@ import yaml
 from .conftest import REPO, parse_env_file
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
-SCRIPTS = ["entrypoint.sh"]
+SCRIPTS = ["entrypoint.sh", "scripts/run-local.sh"]
 
 
 def _instructions() -> list[str]:
