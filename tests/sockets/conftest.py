@@ -8,21 +8,25 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
 
 from pequeroku.asgi import application
 from vm_manager.drivers.memory import InMemoryNodeDriver
-from vm_manager.models import Container, Node
+from vm_manager.models import Container, ContainerType, Node
 from vm_manager.revisions import LocalRevisionStore
 
 ORIGIN = b"http://localhost"
@@ -32,6 +36,27 @@ TIMEOUT = 10.0
 @pytest.fixture(autouse=True)
 def _fresh_revisions() -> None:
     LocalRevisionStore.reset()
+
+
+@pytest.fixture
+def seeded(transactional_db: None) -> None:
+    """The migrations' seed rows (types, ``default`` template), which a flush removes.
+
+    Socket tests need committed rows (``transaction=True``); serialized rollback would restore
+    them but collides with content types on PostgreSQL, so the seed functions run again.
+    """
+    schema_editor = SimpleNamespace(connection=connection)
+    for module, function in (
+        ("0002_seed_container_types", "seed_container_types"),
+        ("0003_seed_default_template", "seed_default_template"),
+    ):
+        seed = getattr(importlib.import_module(f"vm_manager.migrations.{module}"), function)
+        seed(django_apps, schema_editor)
+
+
+@pytest.fixture
+def container_type(seeded: None) -> ContainerType:
+    return ContainerType.objects.get(container_type_name="small")
 
 
 def session_cookie(user: User) -> str:

@@ -18,7 +18,7 @@ from vm_manager.models import Container
 from .conftest import closed_with, communicator, event_where, next_event, stream_until
 
 pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     pytest.mark.timeout(60),
 ]
 

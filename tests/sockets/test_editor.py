@@ -17,7 +17,7 @@ from vm_manager.models import Container
 from .conftest import closed_with, communicator, event_where, next_event, start_vm
 
 pytestmark = [
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
     pytest.mark.timeout(60),
 ]
 

@@ -1,0 +1,109 @@
+"""The editor through the Redis channel layer (marker ``integration``).
+
+Runs in the integration pass, where PEQUEROKU_TEST_REDIS points the channel layer at the
+machine's Redis: broadcasts cross the real layer and revisions live in Redis, shared by every
+worker's layer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer
+
+from vm_manager.revisions import RedisRevisionStore, revision_store
+
+from .conftest import next_event
+from .test_editor import broadcast, path_of, request
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(120),
+]
+
+PREFIX = "pequeroku-test:"
+
+
+@pytest.fixture(autouse=True)
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("PEQUEROKU_TEST_REDIS")
+    if not url:
+        pytest.skip("needs PEQUEROKU_TEST_REDIS (the integration pass of scripts/test.sh sets it)")
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(f"{PREFIX}revisions:*"):
+        client.delete(key)
+    yield url
+    client.close()
+
+
+def other_worker_layer(url: str) -> RedisChannelLayer:
+    return RedisChannelLayer(hosts=[url], prefix=PREFIX)
+
+
+async def test_fifty_editors_receive_one_file_changed_through_redis(
+    running_container, alice_cookie, open_socket
+):
+    assert isinstance(get_channel_layer(), RedisChannelLayer)
+    editors = []
+    for _ in range(50):
+        comm = await open_socket(path_of(running_container), alice_cookie)
+        assert await next_event(comm) == {"event": "connected"}
+        editors.append(comm)
+
+    reply = await request(editors[0], "write_file", path="/app/hello.txt", content="hi")
+
+    expected = {
+        "event": "file_changed",
+        "path": "/app/hello.txt",
+        "rev": reply["rev"],
+        "meta": {"op": "write_file", "bytes": 2},
+    }
+    for comm in editors:
+        assert await broadcast(comm) == expected
+    for comm in editors:
+        assert await comm.receive_nothing(timeout=0.05)
+
+
+async def test_editor_revisions_live_in_redis(
+    running_container, alice_cookie, open_socket, redis_url
+):
+    comm = await open_socket(path_of(running_container), alice_cookie)
+    await next_event(comm)
+    reply = await request(comm, "write_file", path="/app/a.txt", content="1", prev_rev=0)
+    assert reply["rev"] == 1
+
+    client = redis.Redis.from_url(redis_url)
+    stored = client.hget(f"{PREFIX}revisions:{running_container.pk}", "/app/a.txt")
+    client.close()
+    assert stored == b"1"
+
+
+async def test_a_write_on_another_worker_makes_this_one_conflict(
+    running_container, alice_cookie, open_socket, redis_url
+):
+    comm = await open_socket(path_of(running_container), alice_cookie)
+    await next_event(comm)
+    await request(comm, "write_file", path="/app/b.txt", content="mine", prev_rev=0)
+    elsewhere = other_worker_layer(redis_url)
+    assert await RedisRevisionStore(elsewhere).bump(running_container.pk, "/app/b.txt", 1) == 2
+
+    reply = await request(comm, "write_file", path="/app/b.txt", content="stale", prev_rev=1)
+
+    assert reply["error"] == "conflict" and reply["rev"] == 2
+    await elsewhere.close_pools()
+
+
+async def test_two_workers_racing_on_one_revision_one_wins(redis_url):
+    first = revision_store(other_worker_layer(redis_url))
+    second = revision_store(other_worker_layer(redis_url))
+    assert await first.bump(424242, "/app/r") == 1
+
+    results = [await first.bump(424242, "/app/r", 1), await second.bump(424242, "/app/r", 1)]
+
+    assert results == [2, None]
+    assert await second.get(424242, "/app/r") == 2
