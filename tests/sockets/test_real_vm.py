@@ -1,0 +1,87 @@
+"""Both IDE sockets through a real node agent and a real QEMU guest (marker ``vm``).
+
+One VM, booted by the reconciler: the console runs ``echo $((6*7))`` in the guest and reads
+``42``; the first editor connect applies the ``default`` template; a file written from the
+editor is read back through the console with ``cat``.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.node_agent.conftest import TOKEN, AgentProcess, guest_image_dir, kill_vms, spawn_agent
+from vm_manager.models import Container, ContainerType
+from vm_manager.nodes import node_register
+from vm_manager.reconciler import reconcile_once
+
+from .conftest import event_where, next_event, stream_until
+
+__all__ = ["guest_image_dir"]  # the fixture, imported so this module can use it
+
+pytestmark = [pytest.mark.vm, pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
+
+BOOT_TIMEOUT = 400.0
+GUEST_TIMEOUT = 60.0
+
+
+@pytest.fixture
+def agent(tmp_path: Path, guest_image_dir: Path) -> Iterator[AgentProcess]:
+    data_dir = tmp_path / "agent-data"
+    process = spawn_agent(data_dir, guest_image_dir, TOKEN, accel="auto")
+    try:
+        yield process
+    finally:
+        process.kill(signal.SIGTERM)
+        kill_vms(data_dir)
+
+
+@pytest.fixture
+def guest_container(user, agent: AgentProcess, settings, seeded) -> Iterator[Container]:
+    settings.NODE_DRIVER = "vm_manager.drivers.http.HttpNodeDriver"
+    node = node_register("real", url=agent.url, token=TOKEN)
+    tiny = ContainerType.objects.create(
+        container_type_name="vm-socket-test", memory_mb=512, vcpus=1, disk_gib=4
+    )
+    container = Container.objects.create(user=user, container_type=tiny, node=node)
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while container.status != Container.Status.RUNNING:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"guest not running: {container.status_reason!r}")
+        reconcile_once()
+        container.refresh_from_db()
+        time.sleep(1)
+    yield container
+    container.desired_state = Container.DesiredState.STOPPED
+    container.save(update_fields=["desired_state"])
+    reconcile_once()
+
+
+async def test_console_and_editor_work_on_a_real_guest(guest_container, alice_cookie, open_socket):
+    console = await open_socket(f"/ws/containers/{guest_container.pk}/", alice_cookie)
+    hello = await next_event(console, timeout=GUEST_TIMEOUT)
+    assert hello == {"type": "info", "message": "Connected", "sessions": ["s1"], "active": "s1"}
+    await console.send_to(text_data="echo $((6*7))")
+    await stream_until(console, "42\r\n", sid="s1", timeout=GUEST_TIMEOUT)
+
+    editor = await open_socket(f"/ws/fs/{guest_container.pk}/", alice_cookie)
+    assert await next_event(editor, timeout=GUEST_TIMEOUT) == {"event": "connected"}
+    await editor.send_json_to(
+        {
+            "action": "write_file",
+            "req_id": 1,
+            "path": "/app/from-editor.txt",
+            "content": "written by the editor 7x6\n",
+            "prev_rev": 0,
+        }
+    )
+    reply = await event_where(editor, lambda e: e.get("req_id") == 1, timeout=GUEST_TIMEOUT)
+    assert reply["event"] == "ok" and reply["rev"] == 1, reply
+
+    await console.send_to(text_data="cat /app/from-editor.txt; ls /app")
+    output = await stream_until(console, "README.md", sid="s1", timeout=GUEST_TIMEOUT)
+    assert "written by the editor 7x6\r\n" in output
