@@ -23,6 +23,7 @@ exponential backoff; a later pass (or a targeted one) retries.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections import defaultdict
@@ -54,6 +55,8 @@ from vm_manager.states import can_transition
 
 S = Container.Status
 D = Container.DesiredState
+# One line per node action (JSON fields with LOG_FORMAT=json); never tokens.
+logger = logging.getLogger("pequeroku.reconcile")
 
 CLAIM_SECONDS = 300
 BACKOFF_BASE_SECONDS = 10
@@ -348,6 +351,20 @@ def _record(container: Container, outcome: Outcome, token: str, report: Reconcil
     report.actions.append(
         f"container {container.pk} ({container.vm_id}) on {container.node}: "
         + " ".join(w for w in words if w)
+    )
+    logger.log(
+        logging.INFO if outcome.ok else logging.WARNING,
+        "reconcile %s",
+        report.actions[-1],
+        extra={
+            "container_id": container.pk,
+            "vm_id": container.vm_id,
+            "node": str(container.node) if container.node else None,
+            "action": words[0],
+            "result_status": outcome.status,
+            "ok": outcome.ok,
+            "error": outcome.error or None,
+        },
     )
     audit_action = AUDIT_ACTIONS.get(outcome.action)
     if outcome.deleted:
