@@ -117,7 +117,12 @@ if REDIS_CONFIGURED:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": REDIS_PREFIX},
+            # redis-py >= 6 times reads out after 5 s, the same 5 s channels-redis blocks
+            # for in BZPOPMIN: every idle consumer's receive loop would die after 5 s.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "prefix": REDIS_PREFIX,
+            },
         }
     }
 else:

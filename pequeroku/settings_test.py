@@ -31,7 +31,7 @@ if os.environ.get("PEQUEROKU_TEST_REDIS"):
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [os.environ["PEQUEROKU_TEST_REDIS"]],
+                "hosts": [{"address": os.environ["PEQUEROKU_TEST_REDIS"], "socket_timeout": 30}],
                 "prefix": "pequeroku-test:",
             },
         }
