@@ -70,10 +70,24 @@ def node_errors_as_domain_errors() -> Iterator[None]:
         raise domain_error_for(exc) from exc
 
 
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+
+
 def guest_path(path: str) -> str:
-    """``path`` normalised inside ``/app`` (relative paths start there), or a 400."""
+    """``path`` normalised inside ``/app`` (relative paths start there), or a 400.
+
+    Linux's limits (4096 bytes a path, 255 a name) are checked here so an over-long path is a
+    clear 400 rather than whatever error the guest filesystem answers with.
+    """
     with node_errors_as_domain_errors():
-        return workspace_path(path)
+        normal = workspace_path(path)
+    encoded = normal.encode(errors="surrogatepass")
+    if len(encoded) > MAX_PATH_BYTES or any(
+        len(part) > MAX_NAME_BYTES for part in encoded.split(b"/")
+    ):
+        raise PathOutsideWorkspace("That path is too long.", code="path_too_long")
+    return normal
 
 
 def _running_driver(container: Container) -> NodeDriver:

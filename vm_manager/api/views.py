@@ -223,6 +223,8 @@ class ContainerViewSet(
     serializer_class = ContainerSerializer
     pagination_class = ArrayLimitOffsetPagination
     queryset = Container.objects.none()
+    # Any path segment reaches the view, so a malformed id is a JSON 404 like a missing one.
+    lookup_value_regex = "[^/]+"
     http_method_names = ("get", "post", "patch", "delete", "head", "options")
 
     def get_queryset(self) -> QuerySet[Container]:
@@ -427,6 +429,7 @@ class TemplateViewSet(viewsets.ModelViewSet):
     pagination_class = ArrayLimitOffsetPagination
     permission_classes = (permissions.IsAuthenticated, StaffWritesOnly)
     queryset = FileTemplate.objects.none()
+    lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> QuerySet[FileTemplate]:
         return selectors.templates_for_user(self.request.user)
