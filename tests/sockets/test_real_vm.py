@@ -85,3 +85,21 @@ async def test_console_and_editor_work_on_a_real_guest(guest_container, alice_co
     await console.send_to(text_data="cat /app/from-editor.txt; ls /app")
     output = await stream_until(console, "README.md", sid="s1", timeout=GUEST_TIMEOUT)
     assert "written by the editor 7x6\r\n" in output
+
+    async def ask(req_id: int, action: str, **fields: object) -> dict:
+        await editor.send_json_to({"action": action, "req_id": req_id, **fields})
+        return await event_where(editor, lambda e: e.get("req_id") == req_id, GUEST_TIMEOUT)
+
+    found = await ask(2, "search", root="/app", pattern="7X6")
+    assert found["data"] == [
+        {"path": "/app/from-editor.txt", "matchs": ["L1: written by the editor 7x6"]}
+    ]
+    stale = await ask(3, "write_file", path="/app/from-editor.txt", content="x", prev_rev=0)
+    assert stale["error"] == "conflict" and stale["rev"] == 1
+
+    await console.send_to(text_data="ln -s /etc /app/etc-link && echo linked-$((2+3))")
+    await stream_until(console, "linked-5", sid="s1", timeout=GUEST_TIMEOUT)
+    escaped = await ask(4, "read_file", path="/app/etc-link/passwd")
+    assert escaped["event"] == "error" and escaped["error"].startswith("path not allowed")
+    outside = await ask(5, "search", root="/app/etc-link", pattern="root")
+    assert outside["event"] == "error" and "outside" in outside["error"]
