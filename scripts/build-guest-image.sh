@@ -8,6 +8,7 @@
 # The guest learns who it is at boot from QEMU fw_cfg (what the node agent passes):
 #   opt/pequeroku/instance_id     -> /run/pequeroku/instance_id
 #   opt/pequeroku/authorized_keys -> /root/.ssh/authorized_keys
+# ACPI powerdown (the agent's graceful stop) is handled by systemd-logind, hence dbus.
 # Network is QEMU user-mode: static 10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3.
 #
 # Cached: rebuilt only when this script or the host kernel changes (or with --force).
@@ -60,7 +61,7 @@ started=$SECONDS
 
 echo "build-guest-image: debootstrap $suite into $rootfs"
 debootstrap --variant=minbase \
-    --include=systemd-sysv,udev,kmod,openssh-server,iproute2,e2fsprogs,procps,bash,coreutils,findutils,grep,sed,tar,gzip,less,nano,git,python3,curl,ca-certificates \
+    --include=systemd-sysv,udev,kmod,dbus,openssh-server,iproute2,e2fsprogs,procps,bash,coreutils,findutils,grep,sed,tar,gzip,less,nano,git,python3,curl,ca-certificates \
     "$suite" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 || {
     tail -n 20 "$work/debootstrap.log" >&2
     echo "build-guest-image: debootstrap failed (log above)" >&2
