@@ -88,6 +88,7 @@ class AIConsumer(AsyncWebsocketConsumer):
             return
         # A turn runs beside the receive loop so a disconnect can cancel it (and give the
         # reserved use back) instead of waiting for the provider.
+        self.session.busy = True
         self.turn_task = asyncio.create_task(self._turn(self.session, text))
 
     async def _turn(self, session: AISession, text: str) -> None:
@@ -119,7 +120,7 @@ class AIConsumer(AsyncWebsocketConsumer):
         )
 
     def turn_running(self) -> bool:
-        return self.turn_task is not None and not self.turn_task.done()
+        return self.session is not None and self.session.busy
 
     async def send_json(self, content: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(content))

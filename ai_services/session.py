@@ -77,8 +77,12 @@ class AISession:
     user_agent: str = ""
     # Called with the new count after a turn spends a use, to tell the user's other sockets.
     announce: Callable[[int], Awaitable[None]] | None = None
+    # True from a message's arrival until its answer is complete; the final ``connected`` of
+    # a turn clears it before it is sent, so a client answering that event is never "busy".
+    busy: bool = False
 
     async def connected(self, uses_left: int) -> None:
+        self.busy = False
         await self.send({"event": "connected", "ai_uses_left_today": uses_left})
 
     async def greet(self) -> bool:
@@ -95,6 +99,13 @@ class AISession:
         return True
 
     async def handle_text(self, text: str) -> bool:
+        self.busy = True
+        try:
+            return await self._handle_text(text)
+        finally:
+            self.busy = False
+
+    async def _handle_text(self, text: str) -> bool:
         if text.strip() == CLEAR_COMMAND:
             await self.clear()
             return True
