@@ -12,9 +12,16 @@ from channels.db import database_sync_to_async
 from internal_config.models import AuditLog
 from vm_manager import editor as editor_service
 from vm_manager.drivers.memory import InMemoryNodeDriver
-from vm_manager.models import Container
+from vm_manager.models import Container, Team, TeamMembership
 
-from .conftest import closed_with, communicator, event_where, next_event, start_vm
+from .conftest import (
+    closed_with,
+    communicator,
+    event_where,
+    next_event,
+    session_cookie,
+    start_vm,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -127,6 +134,25 @@ async def test_another_users_container_is_closed_with_4403(running_container, bo
     comm = communicator(path_of(running_container), bob_cookie)
     await comm.connect()
     assert await closed_with(comm) == 4403
+
+
+@pytest.fixture
+def teammate_cookie(user, other_user, running_container) -> str:
+    team = Team.objects.create(name="crew", owner=user)
+    TeamMembership.objects.get_or_create(team=team, user=user)
+    TeamMembership.objects.create(team=team, user=other_user)
+    return session_cookie(other_user)
+
+
+async def test_an_active_teammate_may_open_the_editor(
+    running_container, teammate_cookie, open_socket
+):
+    await connected_editor(open_socket, running_container, teammate_cookie)
+
+
+async def test_a_superuser_may_open_any_editor(running_container, superuser, open_socket):
+    cookie = await database_sync_to_async(session_cookie)(superuser)
+    await connected_editor(open_socket, running_container, cookie)
 
 
 async def test_a_missing_container_is_closed_with_4404(alice_cookie):
