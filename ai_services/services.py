@@ -23,7 +23,7 @@ from ai_services.agents import AgentAnswer, ChatMessage
 from ai_services.errors import AIContainerMissing, AIContainerNotAllowed, AINoUsesLeft
 from ai_services.utils import ProviderConfig, provider_config
 from internal_config.models import AIMemory, AIUsageLog
-from vm_manager.models import Container, ResourceQuota, can_view_container
+from vm_manager.models import Container, ResourceQuota, visible_containers_for
 
 # Memory keeps the newest turns within both bounds; older turns are dropped whole (a summary
 # would cost a provider call, i.e. a use, on a turn the user did not ask for).
@@ -41,16 +41,13 @@ class TurnStart:
 
 def ai_container_for_user(user: Any, container_pk: int) -> Container:
     """The live container ``container_pk`` if ``user`` may use its assistant."""
-    container = (
-        Container.objects.select_related("node")
-        .filter(pk=container_pk, deleted_at__isnull=True)
-        .first()
-    )
-    if container is None:
-        raise AIContainerMissing()
-    if not can_view_container(user, container):
+    # One query on the common path (visible); the second only tells 4403 from 4404.
+    container = visible_containers_for(user).select_related("node").filter(pk=container_pk).first()
+    if container is not None:
+        return container
+    if Container.objects.filter(pk=container_pk, deleted_at__isnull=True).exists():
         raise AIContainerNotAllowed()
-    return container
+    raise AIContainerMissing()
 
 
 def ai_uses_left(user: Any) -> int:

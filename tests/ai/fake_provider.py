@@ -68,6 +68,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: dict[str, Any]
     first_token_seconds: float | None = None
+    received_at: float = 0.0  # time.perf_counter() when the request was read
 
 
 class FakeProvider:
@@ -135,7 +136,7 @@ def _handler_for(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError:
                 body = {}
             headers = {k.lower(): v for k, v in self.headers.items()}
-            record = RecordedRequest(self.path, headers, body)
+            record = RecordedRequest(self.path, headers, body, received_at=received)
             with provider._lock:
                 provider.requests.append(record)
             if not self.path.endswith("/chat/completions"):

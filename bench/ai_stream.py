@@ -1,0 +1,286 @@
+"""Time to the first answer chunk through the AI socket, minus the provider's own.
+
+    .venv/bin/python bench/ai_stream.py [--turns 40] [--warmup 3] [--first-token-ms 50]
+                                        [--db FILE]
+
+One run starts the fake OpenAI-compatible server (tests/ai/fake_provider.py), serves
+``pequeroku.asgi`` with Uvicorn on a free port (session cookie, Origin check, URL routing, the
+real consumer, the in-memory node driver, a throwaway SQLite file), and then, for each turn:
+
+- sends ``{"text": ...}`` over a real WebSocket and times the first ``text`` event;
+- reads the provider's own time to first token for that request (request read -> first chunk
+  written, measured inside the fake server);
+- overhead = socket time to first text - provider time to first token.
+
+It also times the same request straight through the ``openai`` client (no socket, no
+database), to show how much of the overhead is the HTTP client itself. Prints median, p90 and
+max of each, and whether the median overhead meets the target (<= 20 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TARGET_MS = 20.0
+BENCH_PG_DB = "pequeroku_bench_ai"
+
+
+def setup_django(db_path: Path, postgres: str | None) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "pequeroku.settings_test"
+    if postgres:
+        import psycopg
+
+        with psycopg.connect(postgres, dbname="postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_PG_DB}"')
+            admin.execute(f'CREATE DATABASE "{BENCH_PG_DB}"')
+        info = psycopg.conninfo.conninfo_to_dict(postgres)
+        # settings_test reads these when it is imported (by django.setup below).
+        os.environ["PEQUEROKU_TEST_POSTGRES"] = "1"
+        os.environ["PEQUEROKU_TEST_PG_NAME"] = BENCH_PG_DB
+        os.environ["PEQUEROKU_TEST_PG_USER"] = str(info.get("user", "postgres"))
+        os.environ["PEQUEROKU_TEST_PG_HOST"] = str(info.get("host", "127.0.0.1"))
+        os.environ["PEQUEROKU_TEST_PG_PORT"] = str(info.get("port", "5432"))
+    import django
+    from django.conf import settings
+
+    django.setup()
+    if postgres:
+        # As production's settings do for PostgreSQL: workers keep their connection.
+        settings.DATABASES["default"].update(CONN_MAX_AGE=60, CONN_HEALTH_CHECKS=True)
+    else:
+        settings.DATABASES["default"]["NAME"] = str(db_path)
+        settings.DATABASES["default"]["TEST"] = {"NAME": str(db_path)}
+    from django.core.management import call_command
+    from django.db import connections
+
+    connections.close_all()
+    call_command("migrate", verbosity=0)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def prepare(provider: Any) -> tuple[int, str]:
+    """A user with uses to spare, a running container with a VM; returns (pk, session id)."""
+    from asgiref.sync import async_to_sync
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from django.utils import timezone
+
+    from internal_config.models import Config
+    from vm_manager.drivers.memory import InMemoryNodeDriver
+    from vm_manager.models import Container, ContainerType, Node, ResourceQuota
+
+    for name, value in {
+        "openai_api_url": provider.url,
+        "openai_api_key": provider.api_key,
+        "openai_model": "fake-model",
+    }.items():
+        Config.objects.update_or_create(name=name, defaults={"value": value})
+    user = User.objects.create_user("bench", password="bench-password")  # noqa: S106
+    ResourceQuota.objects.filter(user=user).update(ai_use_per_day=100_000)
+    node = Node.objects.create(
+        name="bench-node",
+        address="127.0.0.1",
+        auth_token="bench-token",  # noqa: S106
+        healthy=True,
+        heartbeat_at=timezone.now(),
+        capacity_vcpus=8,
+        capacity_mem_mb=16384,
+    )
+    container = Container.objects.create(
+        user=user,
+        node=node,
+        container_type=ContainerType.objects.get(container_type_name="small"),
+        status=Container.Status.RUNNING,
+    )
+    driver = InMemoryNodeDriver.for_node(node)
+    spec = {"vm_id": container.vm_id, "vcpus": 1, "memory_mb": 1024, "disk_gib": 5}
+    async_to_sync(driver.vm_create)({**spec, "image": "default"})  # type: ignore[typeddict-item]
+    async_to_sync(driver.vm_start)(container.vm_id)
+    client = Client()
+    client.force_login(user)
+    return container.pk, client.cookies["sessionid"].value
+
+
+def serve(port: int) -> Any:
+    import uvicorn
+
+    from pequeroku.asgi import application
+
+    config = uvicorn.Config(
+        application, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    return server, thread
+
+
+async def socket_turns(
+    port: int, pk: int, session_id: str, provider: Any, count: int
+) -> list[tuple[float, float]]:
+    """(socket time to first text, provider time to first token) per turn, in seconds."""
+    import websockets
+
+    results: list[tuple[float, float]] = []
+    async with websockets.connect(
+        f"ws://127.0.0.1:{port}/ws/ai/{pk}/",
+        origin="http://127.0.0.1",  # type: ignore[arg-type]
+        additional_headers={"Cookie": f"sessionid={session_id}"},
+    ) as ws:
+        await _until(ws, "connected")
+        for number in range(count):
+            if number % 8 == 0:
+                await ws.send(json.dumps({"text": "/clear"}))
+                await _until(ws, "connected")
+            requests_before = len(provider.requests)
+            started = time.perf_counter()
+            await ws.send(json.dumps({"text": f"question {number}"}))
+            first_text = None
+            while True:
+                event = json.loads(await ws.recv())
+                if event["event"] == "text" and first_text is None:
+                    first_text = time.perf_counter() - started
+                if event["event"] == "connected":
+                    break
+            request = provider.requests[requests_before]
+            results.append((first_text or 0.0, request.first_token_seconds or 0.0))
+    return results
+
+
+async def _until(ws: Any, name: str) -> None:
+    while json.loads(await ws.recv())["event"] != name:
+        pass
+
+
+async def direct_turns(provider: Any, count: int) -> list[float]:
+    """Client-side time to first token straight through the openai client."""
+    from ai_services.utils import ProviderConfig, get_openai_client
+
+    config = ProviderConfig(base_url=provider.url, model="fake-model", api_key=provider.api_key)
+    timings = []
+    for _ in range(count):
+        client = get_openai_client(config)
+        started = time.perf_counter()
+        stream = await client.chat.completions.create(
+            model="fake-model",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        first = None
+        async for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - started
+        await client.close()
+        timings.append(first or 0.0)
+    return timings
+
+
+def describe(label: str, seconds: list[float]) -> str:
+    ms = sorted(s * 1000 for s in seconds)
+    p90 = ms[min(len(ms) - 1, int(len(ms) * 0.9))]
+    return (
+        f"{label:<44} median {statistics.median(ms):7.2f} ms   p90 {p90:7.2f} ms"
+        f"   max {ms[-1]:7.2f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--first-token-ms", type=float, default=50.0)
+    parser.add_argument("--db", type=Path, help="SQLite file (default: a temporary one)")
+    parser.add_argument(
+        "--postgres",
+        metavar="DSN",
+        help="use PostgreSQL instead, e.g. postgresql://postgres@127.0.0.1:5432/postgres "
+        f"(creates and drops database {BENCH_PG_DB})",
+    )
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="pequeroku-bench-") as tmp:
+        setup_django(args.db or Path(tmp) / "bench.sqlite3", args.postgres)
+        try:
+            run(args)
+        finally:
+            if args.postgres:
+                drop_bench_database(args.postgres)
+
+
+def drop_bench_database(dsn: str) -> None:
+    import psycopg
+    from django.db import connections
+
+    connections.close_all()
+    with psycopg.connect(dsn, dbname="postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_PG_DB}" WITH (FORCE)')
+
+
+def run(args: argparse.Namespace) -> None:
+    from tests.ai.fake_provider import FakeProvider, TextReply
+
+    provider = FakeProvider().start()
+    provider.default_reply = TextReply(
+        ["Hello", " from", " the", " fake", " model."],
+        first_token_delay=args.first_token_ms / 1000,
+    )
+    pk, session_id = prepare(provider)
+    port = free_port()
+    server, thread = serve(port)
+    try:
+        total = args.warmup + args.turns
+        turns = asyncio.run(socket_turns(port, pk, session_id, provider, total))[args.warmup :]
+        direct = asyncio.run(direct_turns(provider, total))[args.warmup :]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        provider.stop()
+
+    socket_ttft = [t for t, _ in turns]
+    provider_ttft = [p for _, p in turns]
+    overhead = [t - p for t, p in turns]
+    direct_overhead = [d - p for d, p in zip(direct, provider_ttft, strict=False)]
+    database = "PostgreSQL" if args.postgres else "SQLite file"
+    print(
+        f"{args.turns} turns (after {args.warmup} warm-up), provider first token after "
+        f"{args.first_token_ms:.0f} ms, {database}, in-memory channel layer, Uvicorn"
+    )
+    print(describe("socket: send -> first text event", socket_ttft))
+    print(describe("provider's own time to first token", provider_ttft))
+    print(describe("overhead (socket - provider), same turn", overhead))
+    print(describe("openai client alone: request -> first token", direct))
+    print(describe("  of which client + HTTP (client - provider)", direct_overhead))
+    verdict = "meets" if statistics.median(overhead) * 1000 <= TARGET_MS else "MISSES"
+    print(
+        f"median overhead {statistics.median(overhead) * 1000:.2f} ms {verdict} the "
+        f"{TARGET_MS:.0f} ms target"
+    )
+
+
+if __name__ == "__main__":
+    main()
