@@ -7,7 +7,7 @@ responses) that answers ``POST /v1/chat/completions`` from a queue of scripted r
 - ``ToolCallReply(name, arguments)``: one tool call whose arguments arrive in pieces,
   ``finish_reason="tool_calls"``;
 - ``ErrorReply(status, body)``: a plain JSON error response;
-- ``MalformedReply()``: a stream whose second event is not JSON.
+- ``MalformedReply(chunks_before)``: a stream that turns into invalid JSON after some text.
 
 Like the real API it sends a final usage chunk only when the request asked for it with
 ``stream_options.include_usage``, and refuses a wrong bearer key with 401 and a body that
@@ -56,7 +56,7 @@ class ErrorReply:
 
 @dataclass
 class MalformedReply:
-    pass
+    chunks_before: list[str] = field(default_factory=list)
 
 
 Reply = TextReply | ToolCallReply | ErrorReply | MalformedReply
@@ -159,6 +159,8 @@ def _handler_for(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if isinstance(reply, MalformedReply):
                 self._event(_chunk(model, {"role": "assistant", "content": ""}))
+                for piece in reply.chunks_before:
+                    self._event(_chunk(model, {"content": piece}))
                 self._send_chunk(b"data: {this is not json\n\n")
                 self._send_chunk(b"")
                 return

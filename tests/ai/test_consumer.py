@@ -434,3 +434,59 @@ async def test_a_spent_use_is_announced_to_the_users_other_sockets(
     assert await talking.receive_nothing(timeout=0.2)
     await talking.disconnect()
     await watching.disconnect()
+
+
+async def test_a_stream_that_breaks_mid_answer_ends_the_open_text_with_the_error(
+    ai_config, user, running_container, open_ai_socket
+):
+    ai_config.queue(MalformedReply(chunks_before=["Half an"]))
+    socket = await open_ai_socket(user, running_container.pk)
+    await receive_until(socket, "connected")
+    await socket.send_json_to({"text": "Hi"})
+    events = await receive_until(socket, "connected")
+    await socket.disconnect()
+
+    assert [e["event"] for e in events] == [
+        "start_text",
+        "text",
+        "text",
+        "finish_text",
+        "connected",
+    ]
+    assert events[1]["content"] == "Half an"
+    assert "could not read" in events[2]["content"]
+    assert events[-1]["ai_uses_left_today"] == 5
+
+
+async def test_a_provider_that_stalls_past_the_read_timeout_spends_no_use(
+    ai_config, user, running_container, open_ai_socket, monkeypatch
+):
+    monkeypatch.setattr("ai_services.utils.READ_TIMEOUT", 0.3)
+    ai_config.queue(TextReply(["Too", " slow."], first_token_delay=1.5))
+    socket = await open_ai_socket(user, running_container.pk)
+    await receive_until(socket, "connected")
+    await socket.send_json_to({"text": "Hi"})
+    events = await receive_until(socket, "connected")
+    await socket.disconnect()
+
+    assert events[1] == {"event": "text", "content": "The AI provider did not answer in time."}
+    assert events[-1] == {"event": "connected", "ai_uses_left_today": 5}
+
+
+async def test_the_tool_loop_stops_after_max_rounds_and_asks_for_text_last(
+    ai_config, user, running_container, open_ai_socket
+):
+    from ai_services.agents.dev_agent import MAX_ROUNDS
+
+    ai_config.queue(*[ToolCallReply("read_workspace", {}) for _ in range(MAX_ROUNDS)])
+    socket = await open_ai_socket(user, running_container.pk)
+    await receive_until(socket, "connected")
+    await socket.send_json_to({"text": "Loop forever"})
+    events = await receive_until(socket, "connected")
+    await socket.disconnect()
+
+    assert len(ai_config.requests) == MAX_ROUNDS
+    assert [r.body["tool_choice"] for r in ai_config.requests][-2:] == ["auto", "none"]
+    announced = [e for e in events if e.get("content") == "Using read_workspace..."]
+    assert len(announced) == MAX_ROUNDS - 1
+    assert events[-1] == {"event": "connected", "ai_uses_left_today": 4}

@@ -30,7 +30,10 @@ def redis_layer(settings: Any) -> Iterator[None]:
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [url], "prefix": "pequeroku-test-ai:"},
+            "CONFIG": {
+                "hosts": [{"address": url, "socket_timeout": 30}],
+                "prefix": "pequeroku-test-ai:",
+            },
         }
     }
     channel_layers.backends.clear()
