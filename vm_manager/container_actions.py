@@ -201,6 +201,12 @@ class LoopStream:
         self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.close()
 
+    def __del__(self) -> None:
+        # Servers close responses; a caller that drops one unread must not leak the loop.
+        if not self._closed:
+            self._closed = True
+            self._loop.close()
+
 
 def container_archive(
     container: Container, root: str, fmt: ArchiveFormat, *, asynchronous: bool

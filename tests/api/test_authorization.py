@@ -75,7 +75,10 @@ def call(client: APIClient, route: tuple, container: Container, template: FileTe
     kwargs: dict[str, Any] = {}
     if body is not None:
         kwargs = {"data": body(), "format": fmt}
-    return getattr(client, method)(url, **kwargs)
+    response = getattr(client, method)(url, **kwargs)
+    if response.streaming:
+        response.content_bytes = b"".join(response.streaming_content)  # closes it, as servers do
+    return response
 
 
 def assert_untouched(container: Container) -> None:

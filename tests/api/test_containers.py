@@ -583,3 +583,12 @@ def test_node_token_is_never_in_container_output(api_client, running_container):
     response = api_client.get(f"/api/containers/{running_container.pk}/")
 
     assert node.auth_token not in response.content.decode()
+
+
+def test_an_archive_response_dropped_unread_leaks_nothing(api_client, running_container):
+    import gc
+
+    response = api_client.get(f"/api/containers/{running_container.pk}/download_folder/")
+    assert response.status_code == 200
+    del response
+    gc.collect()  # an unclosed event loop would fail this test as an unraisable warning
