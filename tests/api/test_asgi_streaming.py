@@ -1,0 +1,53 @@
+"""Under ASGI the folder archive is an async stream on the server's own event loop."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+from django.test import AsyncClient
+
+from tests.api.conftest import start_vm, workspace
+from vm_manager.models import ContainerType
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def container_type() -> ContainerType:
+    # A transactional test flushes the seeded types between tests, so bring our own.
+    return ContainerType.objects.get_or_create(
+        container_type_name="stream", defaults={"memory_mb": 256, "vcpus": 1, "disk_gib": 1}
+    )[0]
+
+
+@pytest.fixture
+def running(user, node, make_container):
+    container = start_vm(make_container(user, node=node))
+    return container, workspace(container)
+
+
+async def test_download_folder_streams_asynchronously_under_asgi(user, running):
+    container, root = running
+    (root / "main.py").write_text("print(1)\n")
+    client = AsyncClient()
+    await client.aforce_login(user)
+
+    response = await client.get(f"/api/containers/{container.pk}/download_folder/")
+
+    assert response.status_code == 200
+    assert response.is_async
+    body = b"".join([chunk async for chunk in response.streaming_content])
+    assert zipfile.ZipFile(io.BytesIO(body)).read("main.py") == b"print(1)\n"
+
+
+async def test_download_folder_error_before_the_first_byte_is_json_under_asgi(user, running):
+    container, _ = running
+    client = AsyncClient()
+    await client.aforce_login(user)
+
+    response = await client.get(f"/api/containers/{container.pk}/download_folder/?root=/app/x")
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "file_not_found"
