@@ -20,7 +20,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from ai_services import services
-from ai_services.agents import ChatMessage, DevAgent, ProviderFailure, ToolContext
+from ai_services.agents import AgentAnswer, DevAgent, ProviderFailure, ToolContext
 from ai_services.agents.tools import tool_label
 from ai_services.errors import AIError, AINoUsesLeft
 from ai_services.utils import get_openai_client
@@ -163,7 +163,7 @@ class AISession:
 
     async def _run_agent(
         self, start: services.TurnStart, prompt: str, stream: _AnswerStream
-    ) -> Any:
+    ) -> AgentAnswer:
         container = start.container
         try:
             driver: NodeDriver | None = driver_for(container)
@@ -173,8 +173,7 @@ class AISession:
         client = get_openai_client(start.provider)
         try:
             agent = DevAgent(client, start.provider.model, tools)
-            history: list[ChatMessage] = start.history
-            return await agent.run(history, prompt, stream)
+            return await agent.run(start.history, prompt, stream)
         finally:
             await client.close()
 

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
+import httpx2
 import openai
 from openai import AsyncOpenAI
 
@@ -78,12 +79,16 @@ class _ToolCall:
     arguments: str = ""
 
 
-def provider_failure(exc: BaseException) -> ProviderFailure:
+def provider_failure(exc: BaseException, streaming: bool = False) -> ProviderFailure:
     """Our own words for a provider error; the provider's body (which may echo the key) is
-    never copied."""
-    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+    never copied. ``streaming``: the answer had started arriving."""
+    if isinstance(exc, openai.APITimeoutError | TimeoutError | httpx2.TimeoutException):
         return ProviderFailure("The AI provider did not answer in time.", kind="timeout")
-    if isinstance(exc, openai.APIConnectionError):
+    if isinstance(exc, openai.APIConnectionError | httpx2.HTTPError):
+        if streaming:
+            return ProviderFailure(
+                "The AI provider broke off its answer; try again.", kind="dropped"
+            )
         return ProviderFailure("The AI provider could not be reached.", kind="unreachable")
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return ProviderFailure(
@@ -184,6 +189,7 @@ class DevAgent:
     ) -> tuple[str, list[_ToolCall]]:
         calls: dict[int, _ToolCall] = {}
         parts: list[str] = []
+        streaming = False
         try:
             stream = await self.client.chat.completions.create(
                 model=self.model,
@@ -195,6 +201,7 @@ class DevAgent:
             )
             try:
                 async for chunk in stream:
+                    streaming = True
                     if chunk.model:
                         answer.model = chunk.model
                     if chunk.usage is not None:
@@ -215,8 +222,17 @@ class DevAgent:
                 await stream.close()
         except ProviderFailure:
             raise
-        except (openai.OpenAIError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            failure = provider_failure(exc)
+        except (
+            openai.OpenAIError,
+            httpx2.HTTPError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+        ) as exc:
+            # A stream can fail while it is read, not only when it is opened: the transport
+            # (connection dropped, read timeout) or the content (invalid JSON, missing fields).
+            failure = provider_failure(exc, streaming)
             logger.warning("AI provider failure (%s): %s", failure.kind, type(exc).__name__)
             raise failure from None
         ordered = [calls[index] for index in sorted(calls)]

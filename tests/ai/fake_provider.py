@@ -7,7 +7,8 @@ responses) that answers ``POST /v1/chat/completions`` from a queue of scripted r
 - ``ToolCallReply(name, arguments)``: one tool call whose arguments arrive in pieces,
   ``finish_reason="tool_calls"``;
 - ``ErrorReply(status, body)``: a plain JSON error response;
-- ``MalformedReply(chunks_before)``: a stream that turns into invalid JSON after some text.
+- ``MalformedReply(chunks_before)``: a stream that turns into invalid JSON after some text;
+- ``DroppedReply(chunks_before)``: a stream whose connection is closed after some text.
 
 Like the real API it sends a final usage chunk only when the request asked for it with
 ``stream_options.include_usage``, and refuses a wrong bearer key with 401 and a body that
@@ -59,7 +60,14 @@ class MalformedReply:
     chunks_before: list[str] = field(default_factory=list)
 
 
-Reply = TextReply | ToolCallReply | ErrorReply | MalformedReply
+@dataclass
+class DroppedReply:
+    """Some text, then the connection is closed in the middle of the stream."""
+
+    chunks_before: list[str] = field(default_factory=list)
+
+
+Reply = TextReply | ToolCallReply | ErrorReply | MalformedReply | DroppedReply
 
 
 @dataclass
@@ -157,6 +165,13 @@ def _handler_for(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
+            if isinstance(reply, DroppedReply):
+                self._event(_chunk(model, {"role": "assistant", "content": ""}))
+                for piece in reply.chunks_before:
+                    self._event(_chunk(model, {"content": piece}))
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             if isinstance(reply, MalformedReply):
                 self._event(_chunk(model, {"role": "assistant", "content": ""}))
                 for piece in reply.chunks_before:

@@ -17,7 +17,13 @@ from tests.ai.conftest import (
     receive_close_code,
     receive_until,
 )
-from tests.ai.fake_provider import ErrorReply, MalformedReply, TextReply, ToolCallReply
+from tests.ai.fake_provider import (
+    DroppedReply,
+    ErrorReply,
+    MalformedReply,
+    TextReply,
+    ToolCallReply,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -272,8 +278,9 @@ async def test_socket_stays_usable_after_a_provider_failure(
         (ErrorReply(429), "rate limiting"),
         (ErrorReply(502), "HTTP 502"),
         (MalformedReply(), "could not read"),
+        (DroppedReply(chunks_before=["Half"]), "broke off"),
     ],
-    ids=["rate-limited", "bad-gateway", "malformed-stream"],
+    ids=["rate-limited", "bad-gateway", "malformed-stream", "dropped-connection"],
 )
 async def test_provider_failures_end_the_turn_with_a_readable_message(
     ai_config, user, running_container, open_ai_socket, reply, expected
@@ -490,3 +497,17 @@ async def test_the_tool_loop_stops_after_max_rounds_and_asks_for_text_last(
     announced = [e for e in events if e.get("content") == "Using read_workspace..."]
     assert len(announced) == MAX_ROUNDS - 1
     assert events[-1] == {"event": "connected", "ai_uses_left_today": 4}
+
+
+async def test_an_unreachable_provider_is_reported_and_spends_no_use(
+    ai_config, user, running_container, open_ai_socket
+):
+    await Config.objects.filter(name="openai_api_url").aupdate(value="http://127.0.0.1:1/v1")
+    socket = await open_ai_socket(user, running_container.pk)
+    await receive_until(socket, "connected")
+    await socket.send_json_to({"text": "Hi"})
+    events = await receive_until(socket, "connected")
+    await socket.disconnect()
+
+    assert events[1] == {"event": "text", "content": "The AI provider could not be reached."}
+    assert events[-1] == {"event": "connected", "ai_uses_left_today": 5}
