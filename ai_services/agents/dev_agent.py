@@ -178,7 +178,7 @@ class DevAgent:
                 answer.tools_used.append(call.name)
                 result = await tool_run(self.tools, call.name, call.arguments)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
-        answer.text = "".join(texts)
+        answer.text = "\n\n".join(text for text in texts if text)
 
     async def _round(
         self,

@@ -45,6 +45,7 @@ class ToolCallReply:
     call_id: str = "call_1"
     prompt_tokens: int = 40
     completion_tokens: int = 10
+    content_before: str = ""  # text some models stream before calling a tool
 
 
 @dataclass
@@ -181,6 +182,8 @@ def _handler_for(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
                 return
             self._event(_chunk(model, {"role": "assistant", "content": ""}))
             if isinstance(reply, ToolCallReply):
+                if reply.content_before:
+                    self._event(_chunk(model, {"content": reply.content_before}))
                 arguments = json.dumps(reply.arguments)
                 half = len(arguments) // 2
                 first = {

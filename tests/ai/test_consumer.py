@@ -511,3 +511,30 @@ async def test_an_unreachable_provider_is_reported_and_spends_no_use(
 
     assert events[1] == {"event": "text", "content": "The AI provider could not be reached."}
     assert events[-1] == {"event": "connected", "ai_uses_left_today": 5}
+
+
+async def test_text_streamed_before_a_tool_call_is_closed_before_the_announcement(
+    ai_config, user, running_container, open_ai_socket
+):
+    ai_config.queue(
+        ToolCallReply("read_file", {"path": "main.py"}, content_before="Let me look."),
+        TextReply(["It greets."]),
+    )
+    socket = await open_ai_socket(user, running_container.pk)
+    await receive_until(socket, "connected")
+    await socket.send_json_to({"text": "What does main.py do?"})
+    events = await receive_until(socket, "connected")
+    await socket.disconnect()
+
+    assert events[:9] == [
+        {"event": "start_text", "role": "assistant"},
+        {"event": "text", "content": "Let me look."},
+        {"event": "finish_text"},
+        {"event": "start_text", "role": "assistant"},
+        {"event": "text", "content": "Using read_file..."},
+        {"event": "finish_text"},
+        {"event": "start_text", "role": "assistant"},
+        {"event": "text", "content": "It greets."},
+        {"event": "finish_text"},
+    ]
+    assert events[9]["memory"][-1] == {"role": "assistant", "content": "Let me look.\n\nIt greets."}
