@@ -1,7 +1,8 @@
 """Non-trivial reads of the VM manager.
 
 Entry points: ``visible_containers_for``, ``can_view_container``, ``container_list_for_user``,
-``node_candidates``, ``used_credits_for_user``, ``container_types_for_user``,
+``container_rows_for_user``, ``node_candidates``, ``used_credits_for_user``,
+``container_types_for_user``,
 ``templates_for_user``, ``user_summary``.
 """
 
@@ -26,6 +27,7 @@ from vm_manager.scheduler import NodeCandidate
 __all__ = [
     "can_view_container",
     "container_list_for_user",
+    "container_rows_for_user",
     "container_types_for_user",
     "node_candidates",
     "templates_for_user",
@@ -36,6 +38,30 @@ __all__ = [
 
 def container_list_for_user(user: object) -> QuerySet[Container]:
     return visible_containers_for(user).select_related("user", "container_type", "node")  # type: ignore[arg-type]
+
+
+# What the container list shows, read as plain rows: building 50 model instances (with their
+# user and type) costs more than the rest of the request together.
+CONTAINER_ROW_FIELDS = (
+    "id",
+    "name",
+    "created_at",
+    "status",
+    "desired_state",
+    "user_id",
+    "user__username",
+    "container_type_id",
+    "container_type__container_type_name",
+    "memory_mb",
+    "vcpus",
+    "disk_gib",
+    "node_id",
+)
+
+
+def container_rows_for_user(user: object) -> QuerySet[Container, dict[str, Any]]:
+    """The visible containers as dicts of ``CONTAINER_ROW_FIELDS``, newest first, one query."""
+    return visible_containers_for(user).values(*CONTAINER_ROW_FIELDS)  # type: ignore[arg-type]
 
 
 def node_candidates(node_ids: list[int] | None = None) -> list[NodeCandidate]:

@@ -592,3 +592,14 @@ def test_an_archive_response_dropped_unread_leaks_nothing(api_client, running_co
     assert response.status_code == 200
     del response
     gc.collect()  # an unclosed event loop would fail this test as an unraisable warning
+
+
+def test_list_rows_match_the_container_serializer(api_client, user, make_container, node):
+    from vm_manager.api.serializers import ContainerSerializer
+
+    made = [make_container(user, node=node), make_container(user, container_type=None)]
+
+    listed = {c["id"]: c for c in api_client.get("/api/containers/").json()}
+
+    for container in made:
+        assert listed[container.pk] == ContainerSerializer(container).data

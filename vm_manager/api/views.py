@@ -56,6 +56,7 @@ from vm_manager.api.serializers import (
     UploadRequestSerializer,
     UploadResultSerializer,
     UserSummarySerializer,
+    container_row_data,
 )
 from vm_manager.api.throttling import LoginRateThrottle
 from vm_manager.errors import InvalidCredentials, UploadTooLarge
@@ -232,6 +233,12 @@ class ContainerViewSet(
 
     def get_object(self) -> Container:
         return object_or_404(self.get_queryset(), self.kwargs.get("pk"))
+
+    def list(self, request: Request) -> Response:
+        rows = selectors.container_rows_for_user(request.user)
+        page = self.paginate_queryset(rows)
+        data = [container_row_data(row) for row in (rows if page is None else page)]
+        return Response(data) if page is None else self.get_paginated_response(data)
 
     def _audited(self, request: Request, action_name: str, **kwargs: Any) -> Any:
         return audited(request, action_name, target_id=self.kwargs.get("pk", "")[:64], **kwargs)
