@@ -56,8 +56,9 @@ class AIConsumer(AsyncWebsocketConsumer):
             user_agent=user_agent,
             announce=self.announce_uses if self.channel_layer is not None else None,
         )
-        if not await self.session.greet():
-            await self.close(code=4401)
+        close_code = await self.session.greet()
+        if close_code is not None:
+            await self.close(code=close_code)
             return
         if self.channel_layer is not None:
             self.group = uses_group(user.pk)
@@ -93,13 +94,13 @@ class AIConsumer(AsyncWebsocketConsumer):
 
     async def _turn(self, session: AISession, text: str) -> None:
         try:
-            keep_open = await session.handle_text(text)
+            close_code = await session.handle_text(text)
         except Exception:
             logger.exception("AI turn failed on container %s", session.container_pk)
             await self.send_error("The assistant failed unexpectedly; try again.")
             return
-        if not keep_open:
-            await self.close(code=4401)
+        if close_code is not None:
+            await self.close(code=close_code)
 
     async def announce_uses(self, uses_left: int) -> None:
         await self.channel_layer.group_send(

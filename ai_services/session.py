@@ -1,7 +1,8 @@
 """One AI socket's conversation: greeting, turns and ``/clear``, as wire events.
 
-Entry points: ``AISession.greet()``, ``AISession.handle_text(text)``; both return ``False``
-when the socket must close with 4401 (no uses left), as the contract asks.
+Entry points: ``AISession.greet()``, ``AISession.handle_text(text)``; both return the close
+code when the socket must close (4401 no uses left, as the contract asks; 4403/4404 when the
+container went out of reach since the socket opened), ``None`` to keep it open.
 
 Wire events (see docs/ai.md): a turn sends tool announcements and the answer as
 ``start_text`` / ``text``... / ``finish_text`` triples, then ``memory_data`` and a fresh
@@ -85,37 +86,37 @@ class AISession:
         self.busy = False
         await self.send({"event": "connected", "ai_uses_left_today": uses_left})
 
-    async def greet(self) -> bool:
-        """History replay then ``connected``; without uses left, an explanation and False."""
+    async def greet(self) -> int | None:
+        """History replay then ``connected``; without uses left, an explanation and 4401."""
         uses_left = await database_sync_to_async(services.ai_uses_left)(self.user)
         if uses_left <= 0:
             await triple(self.send, AINoUsesLeft.default_message)
             await self.connected(0)
-            return False
+            return AINoUsesLeft.close_code
         memory = await database_sync_to_async(services.ai_memory_get)(self.user, self.container_pk)
         for message in memory:
             await triple(self.send, message["content"], role=message["role"])
         await self.connected(uses_left)
-        return True
+        return None
 
-    async def handle_text(self, text: str) -> bool:
+    async def handle_text(self, text: str) -> int | None:
         self.busy = True
         try:
             return await self._handle_text(text)
         finally:
             self.busy = False
 
-    async def _handle_text(self, text: str) -> bool:
+    async def _handle_text(self, text: str) -> int | None:
         if text.strip() == CLEAR_COMMAND:
             await self.clear()
-            return True
+            return None
         if len(text) > MAX_PROMPT_CHARS:
             await triple(
                 self.send,
                 f"Your message has {len(text)} characters; the limit is {MAX_PROMPT_CHARS}. "
                 "Please shorten it and send it again.",
             )
-            return True
+            return None
         return await self.turn(text)
 
     async def clear(self) -> None:
@@ -125,7 +126,7 @@ class AISession:
         uses_left = await database_sync_to_async(services.ai_uses_left)(self.user)
         await self.connected(uses_left)
 
-    async def turn(self, prompt: str) -> bool:
+    async def turn(self, prompt: str) -> int | None:
         try:
             start = await database_sync_to_async(services.ai_turn_begin)(
                 self.user, self.container_pk, prompt
@@ -133,16 +134,16 @@ class AISession:
         except AINoUsesLeft as exc:
             await triple(self.send, exc.message)
             await self.connected(0)
-            return False
+            return exc.close_code
+        except AIError as exc:  # deleted, or no longer shared with this user
+            await triple(self.send, exc.message)
+            return exc.close_code
         stream = _AnswerStream(self.send)
         try:
             answer = await self._run_agent(start, prompt, stream)
         except ProviderFailure as failure:
             await self._fail(stream, start.usage_log_id, str(failure))
-            return True
-        except AIError as exc:
-            await self._fail(stream, start.usage_log_id, exc.message)
-            return True
+            return None
         except BaseException:
             # Cancelled (socket gone) or a bug: the reserved use goes back either way.
             await asyncio.shield(
@@ -159,7 +160,7 @@ class AISession:
         await self.connected(uses_left)
         if self.announce is not None:
             await self.announce(uses_left)
-        return True
+        return None
 
     async def _run_agent(
         self, start: services.TurnStart, prompt: str, stream: _AnswerStream

@@ -538,3 +538,23 @@ async def test_text_streamed_before_a_tool_call_is_closed_before_the_announcemen
         {"event": "finish_text"},
     ]
     assert events[9]["memory"][-1] == {"role": "assistant", "content": "Let me look.\n\nIt greets."}
+
+
+async def test_a_container_deleted_while_the_socket_is_open_closes_it_with_4404(
+    ai_config, user, running_container, open_ai_socket
+):
+    from django.utils import timezone
+
+    from vm_manager.models import Container
+
+    socket = await open_ai_socket(user, running_container.pk)
+    await receive_until(socket, "connected")
+    await Container.objects.filter(pk=running_container.pk).aupdate(deleted_at=timezone.now())
+
+    await socket.send_json_to({"text": "Hi"})
+    events = [await socket.receive_json_from() for _ in range(3)]
+
+    assert events[1] == {"event": "text", "content": "No such container."}
+    assert await receive_close_code(socket) == 4404
+    assert ai_config.requests == []
+    assert await AIUsageLog.objects.acount() == 0
