@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Pequeroku web service image (and, as the "node-agent" target, the node agent image).
 #
 # Build (from the repository root; needs a Docker daemon and the base image):
