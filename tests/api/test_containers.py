@@ -603,3 +603,12 @@ def test_list_rows_match_the_container_serializer(api_client, user, make_contain
 
     for container in made:
         assert listed[container.pk] == ContainerSerializer(container).data
+
+
+def test_a_rejected_input_is_audited_with_the_field_errors(api_client, running_container):
+    api_client.post(f"/api/containers/{running_container.pk}/exec_command/", {}, format="json")
+
+    row = audit("container.send_command")
+    assert not row.success
+    assert row.message.startswith("invalid: ")
+    assert '"cmd"' in row.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +29,9 @@ def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, Http404):
         return "not_found: no such object, or not visible to this user"
     if isinstance(exc, APIException):
-        return f"{exc.get_codes() if not isinstance(exc.detail, str) else exc.default_code}: " + (
-            str(exc.detail)
-        )
+        detail = exc.detail
+        text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False)
+        return f"{exc.default_code}: {text}"
     return f"error: {type(exc).__name__}"
 
 
