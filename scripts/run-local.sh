@@ -48,14 +48,16 @@ done
 
 say() { echo "run-local: $*"; }
 
+IMAGE_DIR=${PEQUEROKU_IMAGE_DIR:-$HOME/.cache/pequeroku/images}
 if [ "$NO_SETUP" != 1 ]; then
   bash scripts/setup.sh
   if [ -f scripts/build-guest-image.sh ]; then
-    # debootstrap needs root; setup.sh has the same rule for apt.
+    # debootstrap needs root (setup.sh has the same rule for apt); the image stays in this
+    # user's cache, readable by the agent.
     if [ "$(id -u)" = 0 ]; then
-      bash scripts/build-guest-image.sh
+      PEQUEROKU_IMAGE_DIR=$IMAGE_DIR bash scripts/build-guest-image.sh
     else
-      sudo --preserve-env=PEQUEROKU_IMAGE_DIR,HOME bash scripts/build-guest-image.sh
+      sudo env "PEQUEROKU_IMAGE_DIR=$IMAGE_DIR" bash scripts/build-guest-image.sh
     fi
   fi
 fi
@@ -65,7 +67,6 @@ if [ ! -x "$PY" ]; then
   echo "run-local: $PY is missing; run without --no-setup once (or set PEQUEROKU_PYTHON)" >&2
   exit 1
 fi
-IMAGE_DIR=${PEQUEROKU_IMAGE_DIR:-$HOME/.cache/pequeroku/images}
 if [ ! -f "$IMAGE_DIR/${VM_IMAGE:-default}/rootfs.qcow2" ]; then
   echo "run-local: no guest image in $IMAGE_DIR/${VM_IMAGE:-default}; run bash scripts/build-guest-image.sh" >&2
   exit 1
