@@ -50,3 +50,10 @@ async def test_a_foreign_origin_is_refused(ai_config, running_container, alice_c
     socket = socket_for(running_container.pk, alice_cookie, origin=b"https://evil.example")
     connected, _ = await socket.connect()
     assert not connected
+
+
+def test_the_consumer_answers_to_the_name_the_spec_gives_it():
+    from ai_services.ai_consumers import AIConsumer as spec_name
+    from ai_services.consumers import AIConsumer
+
+    assert spec_name is AIConsumer
