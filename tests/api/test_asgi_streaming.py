@@ -6,6 +6,8 @@ import io
 import zipfile
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 from django.test import AsyncClient
 
 from tests.api.conftest import start_vm, workspace
@@ -23,12 +25,21 @@ def container_type() -> ContainerType:
 
 
 @pytest.fixture
+async def close_view_connections():
+    yield
+    # Views ran in asgiref's thread for sync code; its connection would outlive the test.
+    await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
 def running(user, node, make_container):
     container = start_vm(make_container(user, node=node))
     return container, workspace(container)
 
 
-async def test_download_folder_streams_asynchronously_under_asgi(user, running):
+async def test_download_folder_streams_asynchronously_under_asgi(
+    user, running, close_view_connections
+):
     container, root = running
     (root / "main.py").write_text("print(1)\n")
     client = AsyncClient()
@@ -42,7 +53,9 @@ async def test_download_folder_streams_asynchronously_under_asgi(user, running):
     assert zipfile.ZipFile(io.BytesIO(body)).read("main.py") == b"print(1)\n"
 
 
-async def test_download_folder_error_before_the_first_byte_is_json_under_asgi(user, running):
+async def test_download_folder_error_before_the_first_byte_is_json_under_asgi(
+    user, running, close_view_connections
+):
     container, _ = running
     client = AsyncClient()
     await client.aforce_login(user)
