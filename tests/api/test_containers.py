@@ -612,3 +612,29 @@ def test_a_rejected_input_is_audited_with_the_field_errors(api_client, running_c
     assert not row.success
     assert row.message.startswith("invalid: ")
     assert '"cmd"' in row.message
+
+
+def test_created_container_is_booted_by_the_requested_reconcile(api_client, node, container_type):
+    from vm_manager.reconciler import reconcile_once
+
+    created = api_client.post(
+        "/api/containers/", {"container_type": container_type.pk}, format="json"
+    ).json()
+    reconcile_once([created["id"]])
+
+    container = Container.objects.get(pk=created["id"])
+    assert container.status == "running"
+    assert api_client.get(f"/api/containers/{container.pk}/statistics/").status_code == 200
+
+
+def test_deleted_container_loses_vm_disk_and_row_at_the_next_reconcile(
+    api_client, running_container
+):
+    from vm_manager.drivers.memory import InMemoryNodeDriver
+    from vm_manager.reconciler import reconcile_once
+
+    api_client.delete(f"/api/containers/{running_container.pk}/")
+    reconcile_once([running_container.pk])
+
+    assert running_container.vm_id not in InMemoryNodeDriver.node_state("node1").vms
+    assert not Container.objects.filter(pk=running_container.pk).exists()
