@@ -638,3 +638,17 @@ def test_deleted_container_loses_vm_disk_and_row_at_the_next_reconcile(
 
     assert running_container.vm_id not in InMemoryNodeDriver.node_state("node1").vms
     assert not Container.objects.filter(pk=running_container.pk).exists()
+
+
+def test_a_refused_patch_changes_nothing(api_client, user, stopped_container):
+    ResourceQuota.objects.filter(pk=user.quota.pk).update(credits=0)
+
+    response = api_client.patch(
+        f"/api/containers/{stopped_container.pk}/",
+        {"name": "new", "desired_state": "running"},
+        format="json",
+    )
+
+    assert response.status_code == 403
+    stopped_container.refresh_from_db()
+    assert stopped_container.name == "idle"

@@ -1,8 +1,8 @@
 """OpenAPI generation: every operation documents the errors it can answer with.
 
 Besides what each view declares, ``ApiAutoSchema`` adds the shared ones: 403 (not logged in
-or not allowed), 429 (throttled), 404 on routes with a path id, 400 where input is read, 415
-on bodies of another content type.
+or not allowed), 429 (throttled), 404 on routes with a path id, 400 and 415 (a body
+in another content type) where a body is read.
 """
 
 from __future__ import annotations
@@ -42,10 +42,8 @@ class ApiAutoSchema(AutoSchema):
             codes.append("403")
         if "{" in self.path:
             codes.append("404")
-        if self.method in ("POST", "PUT", "PATCH") or self._get_paginator() is not None:
-            codes.append("400")
         if self.method in ("POST", "PUT", "PATCH"):
-            codes.append("415")
+            codes += ["400", "415"]
         for code in codes:
             if code not in responses:
                 responses[code] = self._get_response_for_code(
