@@ -68,6 +68,7 @@ FROM runtime AS web
 USER pequeroku
 EXPOSE 8000
 VOLUME ["/app/media"]
+# Probes the port of BIND (default 0.0.0.0:8000) on loopback.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('BIND', '0.0.0.0:8000').rsplit(':', 1)[1]; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status != 200)"]
 ENTRYPOINT ["/app/entrypoint.sh"]
