@@ -110,7 +110,10 @@ class ConsoleConsumer(ContainerSocket):
         await self.send_json({**event, **extra})
 
     async def _stream(self, sid: str, text: str) -> None:
-        await self.send_json({"type": "stream", "sid": sid, "payload": text})
+        # Output racing a client that just left: the server refuses the send before our
+        # disconnect handler runs and cancels the reader, so there is nobody left to tell.
+        with contextlib.suppress(Exception):
+            await self.send_json({"type": "stream", "sid": sid, "payload": text})
 
     async def _lost(self, sid: str) -> None:
         with contextlib.suppress(Exception):  # the socket may be closing too
