@@ -113,6 +113,27 @@ def _admin_password(run: LocalRun) -> str:
     return match.group(1)
 
 
+def _admin_site_login(run: LocalRun, password: str) -> None:
+    """The printed password logs in to /admin/ through its own form (CSRF included)."""
+    with httpx.Client(base_url=run.base, timeout=30) as browser:
+        form = browser.get("/admin/login/")
+        assert form.status_code == 200
+        page = browser.post(
+            "/admin/login/?next=/admin/",
+            data={
+                "username": "admin",
+                "password": password,
+                "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+                "next": "/admin/",
+            },
+            headers={"Referer": f"{run.base}/admin/login/"},
+            follow_redirects=True,
+        )
+        assert page.status_code == 200
+        assert str(page.url).endswith("/admin/"), page.url
+        assert "Site administration" in page.text
+
+
 def _console_echo(run: LocalRun, container_id: int, session_cookie: str) -> str:
     """Send a command to the console socket's first session; return the output seen."""
     url = run.base.replace("http://", "ws://") + f"/ws/containers/{container_id}/"
@@ -143,6 +164,7 @@ def test_one_command_setup_boots_a_container_whose_console_echoes(local_run: Loc
         describe=run.tail,
     )
     password = _admin_password(run)
+    _admin_site_login(run, password)
     with httpx.Client(base_url=run.base, auth=("admin", password), timeout=30) as api:
         types = api.get("/api/container-types/").json()
         small = next(t for t in types if t["container_type_name"] == "small")
