@@ -1,7 +1,8 @@
 """What the REST API does inside a container's VM, through its node's driver.
 
 Entry points: ``container_exec``, ``container_upload_file``, ``container_read_file``,
-``container_archive``, ``container_statistics``, ``container_restart``.
+``container_archive``, ``container_statistics``, ``container_restart``; ``ensure_running``
+and ``guest_path`` for other services that act inside a VM.
 
 Each one needs the container placed and meant to run, confines paths to ``/app`` and turns
 node errors into domain errors (``vm_manager.errors``) so the API answers 4xx/503 instead of
@@ -90,11 +91,16 @@ def guest_path(path: str) -> str:
     return normal
 
 
-def _running_driver(container: Container) -> NodeDriver:
+def ensure_running(container: Container) -> None:
+    """VM actions need a container meant to run that the reconciler saw running."""
     if container.desired_state != Container.DesiredState.RUNNING or (
         container.status != Container.Status.RUNNING
     ):
         raise ContainerNotRunning()
+
+
+def _running_driver(container: Container) -> NodeDriver:
+    ensure_running(container)
     return driver_for(container)
 
 
@@ -240,6 +246,7 @@ __all__ = [
     "container_statistics",
     "container_upload_file",
     "domain_error_for",
+    "ensure_running",
     "guest_path",
     "upload_target",
 ]
