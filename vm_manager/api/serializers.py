@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from vm_manager.drivers import WORKSPACE_ROOT
 from vm_manager.models import Container, ContainerType, FileTemplate, FileTemplateItem
+from vm_manager.selectors import CONTAINER_ROW_FIELDS
 
 MAX_DB_INT = 2**31 - 1
 MAX_CMD_CHARS = 10_000
@@ -88,6 +89,8 @@ class ContainerSerializer(serializers.ModelSerializer):
 
 
 _datetime_field = serializers.DateTimeField()
+# Each output key of ContainerSerializer with the row field it is read from (same order).
+_ROW_KEYS = tuple(zip(ContainerSerializer.Meta.fields, CONTAINER_ROW_FIELDS, strict=True))
 
 
 def container_row_data(row: dict[str, Any]) -> dict[str, Any]:
@@ -96,21 +99,9 @@ def container_row_data(row: dict[str, Any]) -> dict[str, Any]:
     The list endpoint uses this (same keys, same formats; a test compares the two) because
     per-field serializer machinery over 50 rows dominates the request otherwise.
     """
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "created_at": _datetime_field.to_representation(row["created_at"]),
-        "status": row["status"],
-        "desired_state": row["desired_state"],
-        "user": row["user_id"],
-        "username": row["user__username"],
-        "container_type": row["container_type_id"],
-        "container_type_name": row["container_type__container_type_name"],
-        "memory_mb": row["memory_mb"],
-        "vcpus": row["vcpus"],
-        "disk_gib": row["disk_gib"],
-        "node": row["node_id"],
-    }
+    data = {key: row[field] for key, field in _ROW_KEYS}
+    data["created_at"] = _datetime_field.to_representation(row["created_at"])
+    return data
 
 
 class ContainerCreateSerializer(serializers.Serializer):
