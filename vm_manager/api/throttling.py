@@ -11,13 +11,17 @@ from rest_framework.views import APIView
 from internal_config.audit import client_ip
 
 
+def login_username(request: Request) -> str:
+    """The username a login request names, as given (``""`` when the body has none)."""
+    data = request.data
+    return str(data.get("username", ""))[:150] if isinstance(data, dict) else ""
+
+
 class LoginRateThrottle(SimpleRateThrottle):
     scope = "login"
 
     def get_cache_key(self, request: Request, view: APIView) -> str:
-        username = ""
-        if isinstance(request.data, dict):
-            username = str(request.data.get("username", ""))[:150].strip().lower()
+        username = login_username(request).strip().lower()
         ip = client_ip(request.META) or "unknown"
         # Hashed: the key must stay short and free of characters a cache backend rejects.
         ident = hashlib.sha256(f"{ip}|{username}".encode()).hexdigest()

@@ -58,7 +58,7 @@ from vm_manager.api.serializers import (
     UserSummarySerializer,
     container_row_data,
 )
-from vm_manager.api.throttling import LoginRateThrottle
+from vm_manager.api.throttling import LoginRateThrottle, login_username
 from vm_manager.errors import InvalidCredentials, UploadTooLarge
 from vm_manager.models import Container, ContainerType, FileTemplate
 
@@ -101,18 +101,13 @@ class IgnoreAcceptHeader(BaseContentNegotiation):
 # -- users ---------------------------------------------------------------------------------
 
 
-def _username(request: Request) -> str:
-    data = request.data
-    return str(data.get("username", ""))[:150] if hasattr(data, "get") else ""
-
-
 def _audit_login_failure(request: Request, reason: str) -> None:
     audit_log_http(
         request,
         action="login",
         target_type="user",
         message=reason,
-        metadata={"username": _username(request)},
+        metadata={"username": login_username(request)},
         success=False,
     )
 
