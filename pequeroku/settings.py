@@ -113,18 +113,19 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-if REDIS_CONFIGURED:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # redis-py >= 6 times reads out after 5 s, the same 5 s channels-redis blocks
-            # for in BZPOPMIN: every idle consumer's receive loop would die after 5 s.
-            "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
-                "prefix": REDIS_PREFIX,
-            },
-        }
+
+def redis_channel_layer(url: str, prefix: str) -> dict[str, object]:
+    """The Redis channel layer's settings (also used by the test settings)."""
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # redis-py >= 6 times reads out after 5 s, the same 5 s channels-redis blocks
+        # for in BZPOPMIN: every idle consumer's receive loop would die after 5 s.
+        "CONFIG": {"hosts": [{"address": url, "socket_timeout": 30}], "prefix": prefix},
     }
+
+
+if REDIS_CONFIGURED:
+    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, REDIS_PREFIX)}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

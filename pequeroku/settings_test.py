@@ -28,13 +28,9 @@ if os.environ.get("PEQUEROKU_TEST_POSTGRES"):
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 if os.environ.get("PEQUEROKU_TEST_REDIS"):
     CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [{"address": os.environ["PEQUEROKU_TEST_REDIS"], "socket_timeout": 30}],
-                "prefix": "pequeroku-test:",
-            },
-        }
+        "default": redis_channel_layer(  # noqa: F405
+            os.environ["PEQUEROKU_TEST_REDIS"], "pequeroku-test:"
+        )
     }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 NODE_DRIVER = "vm_manager.drivers.memory.InMemoryNodeDriver"
