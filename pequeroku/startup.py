@@ -31,17 +31,6 @@ def _out(message: str) -> None:
     sys.stdout.flush()
 
 
-def _float_env(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        _say(f"{name} must be a number of seconds, got {raw!r}", err=True)
-        raise SystemExit(2) from None
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0].strip() if text else type(exc).__name__
@@ -136,25 +125,27 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pequeroku.settings")
     from django.core.exceptions import ImproperlyConfigured
 
+    from pequeroku.env import env_float
+
     if not argv or argv[0] not in {"wait-for-database", "ensure-superuser", "local-admin"}:
         _say(
             "usage: python -m pequeroku.startup wait-for-database|ensure-superuser|local-admin",
             err=True,
         )
         return 2
+    command = argv[0]
     try:
         import django
 
         django.setup()
+        if command == "wait-for-database":
+            return wait_for_database(
+                env_float("DB_WAIT_SECONDS", DEFAULT_WAIT_SECONDS),
+                env_float("DB_WAIT_INTERVAL", DEFAULT_WAIT_INTERVAL),
+            )
     except ImproperlyConfigured as exc:
         _say(f"configuration error: {_first_line(exc)}", err=True)
         return 2
-    command = argv[0]
-    if command == "wait-for-database":
-        return wait_for_database(
-            _float_env("DB_WAIT_SECONDS", DEFAULT_WAIT_SECONDS),
-            _float_env("DB_WAIT_INTERVAL", DEFAULT_WAIT_INTERVAL),
-        )
     if command == "ensure-superuser":
         return ensure_superuser()
     return local_admin()
