@@ -49,14 +49,13 @@ def container_for_socket(user: Any, pk: int) -> Container:
     """The container ``user`` may open, or ``SocketAccessDenied`` with the contract's code."""
     if not getattr(user, "is_authenticated", False):
         raise SocketAccessDenied(CLOSE_NOT_LOGGED_IN, "not logged in")
-    container = (
-        Container.objects.select_related("node").filter(pk=pk, deleted_at__isnull=True).first()
-    )
-    if container is None:
-        raise SocketAccessDenied(CLOSE_NOT_FOUND, "no such container")
-    if not visible_containers_for(user).filter(pk=pk).exists():
+    # One query when the container is visible; the second only tells 4403 from 4404.
+    container = visible_containers_for(user).select_related("node").filter(pk=pk).first()
+    if container is not None:
+        return container
+    if Container.objects.filter(pk=pk, deleted_at__isnull=True).exists():
         raise SocketAccessDenied(CLOSE_NOT_ALLOWED, "not allowed")
-    return container
+    raise SocketAccessDenied(CLOSE_NOT_FOUND, "no such container")
 
 
 def error_message(exc: BaseException) -> str:
