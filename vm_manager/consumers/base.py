@@ -27,7 +27,7 @@ from vm_manager.drivers import (
     VMNotFound,
     VMNotRunning,
 )
-from vm_manager.errors import ContainerNotRunning
+from vm_manager.errors import ContainerNotRunning, NodeUnreachable
 from vm_manager.models import Container, visible_containers_for
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, VMNotRunning | VMNotFound):
         return ContainerNotRunning.default_message
     if isinstance(exc, NodeUnavailable | NodeAuthError):
-        return "The container's node is not reachable right now."
+        return NodeUnreachable.default_message
     if isinstance(exc, PathNotAllowed):
         return f"path not allowed: {str(exc)[:300]}"
     if isinstance(exc, GuestFileNotFound):
