@@ -8,19 +8,22 @@ from pathlib import Path
 from .conftest import REPO, VENV_BIN, production_env
 
 
-def test_check_deploy_with_the_production_env_example_reports_no_issue(tmp_path: Path) -> None:
-    env = production_env(DJANGO_SETTINGS_MODULE="pequeroku.settings", DB_HOST="127.0.0.1")
-
-    result = subprocess.run(
-        [str(VENV_BIN / "python"), str(REPO / "manage.py"), "check", "--deploy",
-         "--fail-level", "DEBUG"],
-        cwd=tmp_path,
+def check_deploy(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "python"), str(REPO / "manage.py"), "check", "--deploy", *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-    )  # fmt: skip
+    )
+
+
+def test_check_deploy_with_the_production_env_example_reports_no_issue(tmp_path: Path) -> None:
+    env = production_env(DJANGO_SETTINGS_MODULE="pequeroku.settings", DB_HOST="127.0.0.1")
+
+    result = check_deploy(tmp_path, env, "--fail-level", "DEBUG")
 
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
@@ -34,15 +37,7 @@ def test_check_deploy_flags_a_development_setup(tmp_path: Path) -> None:
         SESSION_COOKIE_SECURE="false",
     )
 
-    result = subprocess.run(
-        [str(VENV_BIN / "python"), str(REPO / "manage.py"), "check", "--deploy"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = check_deploy(tmp_path, env)
 
     assert "security.W018" in result.stderr  # DEBUG on
     assert "security.W008" in result.stderr  # no SSL redirect

@@ -16,6 +16,20 @@ from .conftest import REDIS_URL, free_port, pg_env, production_env, stop_group, 
 HTTPS = {"X-Forwarded-Proto": "https"}  # as the TLS-terminating proxy of .env.example sends
 
 
+def run_entrypoint(
+    project_copy: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(project_copy / "entrypoint.sh"), *args],
+        cwd=project_copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
@@ -82,15 +96,7 @@ def test_entrypoint_exits_non_zero_with_one_clear_line_when_the_database_never_a
         REDIS_URL=REDIS_URL,
     )
 
-    result = subprocess.run(
-        [str(project_copy / "entrypoint.sh")],
-        cwd=project_copy,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_entrypoint(project_copy, env)
 
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
@@ -103,15 +109,7 @@ def test_entrypoint_exits_non_zero_with_one_clear_line_when_the_database_never_a
 def test_entrypoint_reports_a_configuration_error_in_one_line(project_copy: Path) -> None:
     env = production_env(REDIS_URL=REDIS_URL, SECRET_KEY="thisisnotasecretkey")
 
-    result = subprocess.run(
-        [str(project_copy / "entrypoint.sh")],
-        cwd=project_copy,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_entrypoint(project_copy, env)
 
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -126,15 +124,7 @@ def test_entrypoint_loads_dotenv_without_overriding_the_environment(project_copy
     )
     env = production_env(REDIS_URL=REDIS_URL, KEPT="from-environment", DB_NAME="")
 
-    result = subprocess.run(
-        [str(project_copy / "entrypoint.sh"), "bash", "-c", 'echo "$FROM_DOTENV|$KEPT"'],
-        cwd=project_copy,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_entrypoint(project_copy, env, "bash", "-c", 'echo "$FROM_DOTENV|$KEPT"')
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "dotenv value|from-environment"
