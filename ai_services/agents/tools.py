@@ -11,7 +11,6 @@ it (the driver confines again, symlinks included). Every call is audited as
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,13 +18,15 @@ from typing import Any
 from pequeroku.errors import DomainError
 from vm_manager.drivers import WORKSPACE_ROOT, NodeDriver, NodeError, PathNotAllowed
 from vm_manager.drivers.paths import relative_to_workspace, workspace_path
+from vm_manager.editor import SEARCH_TIMEOUT, parse_search_output, search_command
 
 MAX_TOOL_OUTPUT = 8_000
 MAX_FILE_WRITE = 200_000
 MAX_TREE_ENTRIES = 300
 MAX_TREE_DEPTH = 4
 EXEC_TIMEOUT = 30.0
-SEARCH_TIMEOUT = 15.0
+MAX_SEARCH_PER_FILE = 20
+MAX_SEARCH_LINES = 200
 SKIPPED_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache"})
 
 AuditFn = Callable[[str, dict[str, Any], bool, str], Awaitable[None]]
@@ -162,19 +163,26 @@ async def _exec_command(ctx: ToolContext, arguments: dict[str, Any]) -> str:
 async def _search(ctx: ToolContext, arguments: dict[str, Any]) -> str:
     pattern = _str_arg(arguments, "pattern")
     root = workspace_path(_str_arg(arguments, "path", WORKSPACE_ROOT) or WORKSPACE_ROOT)
-    excludes = " ".join(f"--exclude-dir={shlex.quote(d)}" for d in sorted(SKIPPED_DIRS))
-    # exec runs in /app: search a relative path and name the matches /app/... afterwards.
-    # -F: the model's pattern is text, not a regex it might get wrong; -I skips binaries.
-    target = "./" + relative_to_workspace(root)
-    command = (
-        f"grep -rInF {excludes} -m 20 -e {shlex.quote(pattern)} -- {shlex.quote(target)}"
-        " | head -n 200"
+    # The editor's search command: fixed-string grep that refuses a root resolving outside
+    # /app (a symlink), bounded in time inside the guest and in output lines.
+    command = search_command(
+        relative_to_workspace(root),
+        pattern,
+        case_sensitive=True,
+        include_globs=[],
+        exclude_dirs=sorted(SKIPPED_DIRS),
     )
-    result = await ctx.node().exec(ctx.vm_id, command, timeout=SEARCH_TIMEOUT)
+    result = await ctx.node().exec(ctx.vm_id, command, timeout=SEARCH_TIMEOUT + 5)
+    if result["exit_code"] == 3:
+        raise ToolFailed(f"{root} is not a directory")
+    if result["exit_code"] == 4:
+        raise PathNotAllowed(f"{root} resolves outside {WORKSPACE_ROOT}")
+    # Matches come as "L<line>: <text>"; the model gets "<file>:<line>: <text>".
     lines = [
-        WORKSPACE_ROOT + line[1:] if line.startswith("./") else line
-        for line in result["stdout"].splitlines()
-    ]
+        f"{hit['path']}:{match[1:]}"
+        for hit in parse_search_output(root, result["stdout"])
+        for match in hit["matchs"][:MAX_SEARCH_PER_FILE]
+    ][:MAX_SEARCH_LINES]
     if not lines:
         return f"no matches for {pattern!r} under {root}"
     return "\n".join(lines)

@@ -75,6 +75,14 @@ async def test_search_finds_matches_with_file_and_line(ctx):
     assert "/app/src/app.py:2:" in result
 
 
+async def test_search_refuses_a_root_that_links_out_of_the_workspace(ctx):
+    context, _ = ctx
+    await context.node().exec(VM, "ln -s /etc escape")
+    assert await run(context, "search", pattern="root", path="escape") == (
+        "error: paths must stay inside /app"
+    )
+
+
 async def test_read_workspace_lists_the_tree(ctx):
     context, _ = ctx
     assert await run(context, "read_workspace") == "/app/\n  README.md\n  src/\n    app.py"
