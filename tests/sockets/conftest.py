@@ -123,7 +123,10 @@ async def open_socket() -> AsyncIterator[Callable[..., Any]]:
         await comm.disconnect(timeout=TIMEOUT)
 
 
-async def closed_with(comm: WebsocketCommunicator) -> int:
+async def close_code(path: str, cookie: str | None) -> int:
+    """The code a socket at ``path`` is closed with right after its handshake."""
+    comm = communicator(path, cookie)
+    await comm.connect()
     message = await comm.receive_output(timeout=TIMEOUT)
     assert message["type"] == "websocket.close", message
     return message["code"]

@@ -15,7 +15,7 @@ from vm_manager.consumers.console import ConsoleConsumer
 from vm_manager.drivers.memory import InMemoryNodeDriver, _PtyTerminal
 from vm_manager.models import Container
 
-from .conftest import closed_with, communicator, event_where, next_event, stream_until
+from .conftest import close_code, communicator, event_where, next_event, stream_until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -308,23 +308,17 @@ async def test_connect_command_and_disconnect_are_audited(running_container, ali
 
 
 async def test_anonymous_is_closed_with_4401(running_container):
-    comm = communicator(path_of(running_container), None)
-    await comm.connect()
-    assert await closed_with(comm) == 4401
+    assert await close_code(path_of(running_container), None) == 4401
 
 
 async def test_another_users_container_is_closed_with_4403(running_container, bob_cookie):
-    comm = communicator(path_of(running_container), bob_cookie)
-    await comm.connect()
-    assert await closed_with(comm) == 4403
+    assert await close_code(path_of(running_container), bob_cookie) == 4403
     actions = await database_sync_to_async(audit_actions)(running_container)
     assert actions == ["ws.connect"]
 
 
 async def test_a_missing_container_is_closed_with_4404(alice_cookie):
-    comm = communicator("/ws/containers/999999/", alice_cookie)
-    await comm.connect()
-    assert await closed_with(comm) == 4404
+    assert await close_code("/ws/containers/999999/", alice_cookie) == 4404
 
 
 async def test_a_foreign_origin_is_refused(running_container, alice_cookie):

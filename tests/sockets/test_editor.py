@@ -15,8 +15,7 @@ from vm_manager.drivers.memory import InMemoryNodeDriver
 from vm_manager.models import Container, Team, TeamMembership
 
 from .conftest import (
-    closed_with,
-    communicator,
+    close_code,
     event_where,
     next_event,
     session_cookie,
@@ -125,15 +124,11 @@ async def test_a_failed_template_apply_is_an_error_event_and_retried_next_time(
 
 
 async def test_anonymous_is_closed_with_4401(running_container):
-    comm = communicator(path_of(running_container), None)
-    await comm.connect()
-    assert await closed_with(comm) == 4401
+    assert await close_code(path_of(running_container), None) == 4401
 
 
 async def test_another_users_container_is_closed_with_4403(running_container, bob_cookie):
-    comm = communicator(path_of(running_container), bob_cookie)
-    await comm.connect()
-    assert await closed_with(comm) == 4403
+    assert await close_code(path_of(running_container), bob_cookie) == 4403
 
 
 @pytest.fixture
@@ -156,9 +151,7 @@ async def test_a_superuser_may_open_any_editor(running_container, superuser, ope
 
 
 async def test_a_missing_container_is_closed_with_4404(alice_cookie):
-    comm = communicator("/ws/fs/999999/", alice_cookie)
-    await comm.connect()
-    assert await closed_with(comm) == 4404
+    assert await close_code("/ws/fs/999999/", alice_cookie) == 4404
 
 
 async def test_a_container_being_deleted_is_closed_with_4404(running_container, alice_cookie):
@@ -167,9 +160,7 @@ async def test_a_container_being_deleted_is_closed_with_4404(running_container, 
     await database_sync_to_async(Container.objects.filter(pk=running_container.pk).update)(
         deleted_at=timezone.now()
     )
-    comm = communicator(path_of(running_container), alice_cookie)
-    await comm.connect()
-    assert await closed_with(comm) == 4404
+    assert await close_code(path_of(running_container), alice_cookie) == 4404
 
 
 # -- actions ------------------------------------------------------------------------------
