@@ -1,6 +1,6 @@
 """The OpenAI-compatible client, built from ``internal_config.Config`` on every call.
 
-Entry points: ``provider_config()``, ``get_openai_client(config=None)``, ``redact(text, secret)``.
+Entry points: ``provider_config()``, ``get_openai_client(config=None)``.
 
 Nothing is cached between calls, so an admin edit of ``openai_api_key``, ``openai_api_url`` or
 ``openai_model`` applies to the next turn on every worker without a restart. The key lives only
@@ -67,10 +67,3 @@ def _tls_context() -> ssl.SSLContext:
     # Loading the CA bundle costs ~25 ms; the context is immutable, so one per process is
     # shared by every turn's client (the clients themselves are per turn and closed after).
     return ssl.create_default_context(cafile=certifi.where())
-
-
-def redact(text: str, secret: str) -> str:
-    """``text`` with every occurrence of ``secret`` masked (for anything that reaches a log)."""
-    if not secret:
-        return text
-    return text.replace(secret, "***")

@@ -7,10 +7,9 @@ from ai_services.agents.dev_agent import (
     ProviderFailure,
     TurnListener,
 )
-from ai_services.agents.tools import TOOL_NAMES, TOOL_SCHEMAS, ToolContext, tool_run
+from ai_services.agents.tools import TOOL_SCHEMAS, ToolContext, tool_run
 
 __all__ = [
-    "TOOL_NAMES",
     "TOOL_SCHEMAS",
     "AgentAnswer",
     "ChatMessage",

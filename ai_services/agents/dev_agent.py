@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
 import httpx2
@@ -69,7 +69,6 @@ class AgentAnswer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     rounds: int = 0
-    tools_used: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -175,7 +174,6 @@ class DevAgent:
             )
             for call in calls:
                 await listener.tool_started(call.name)
-                answer.tools_used.append(call.name)
                 result = await tool_run(self.tools, call.name, call.arguments)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
         answer.text = "\n\n".join(text for text in texts if text)
@@ -220,8 +218,6 @@ class DevAgent:
                                 call.arguments += tool_delta.function.arguments or ""
             finally:
                 await stream.close()
-        except ProviderFailure:
-            raise
         except (
             openai.OpenAIError,
             httpx2.HTTPError,

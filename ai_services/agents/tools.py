@@ -91,7 +91,6 @@ TOOL_SCHEMAS: list[dict[str, Any]] = [
         ["pattern"],
     ),
 ]
-TOOL_NAMES = frozenset(schema["function"]["name"] for schema in TOOL_SCHEMAS)
 
 
 def bound(text: str, limit: int = MAX_TOOL_OUTPUT) -> str:
@@ -239,7 +238,6 @@ def tool_label(name: str) -> str:
 
 __all__ = [
     "MAX_TOOL_OUTPUT",
-    "TOOL_NAMES",
     "TOOL_SCHEMAS",
     "ToolContext",
     "bound",
