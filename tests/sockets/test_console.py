@@ -44,6 +44,21 @@ def audit_actions(container: Container) -> list[str]:
     )
 
 
+@pytest.fixture
+def terminals(monkeypatch: pytest.MonkeyPatch) -> list[_PtyTerminal]:
+    """Every PTY the in-memory node opens during the test, in order."""
+    opened: list[_PtyTerminal] = []
+    original = InMemoryNodeDriver.open_terminal
+
+    async def recording(self, vm_id, cols=80, rows=24):
+        terminal = await original(self, vm_id, cols, rows)
+        opened.append(terminal)
+        return terminal
+
+    monkeypatch.setattr(InMemoryNodeDriver, "open_terminal", recording)
+    return opened
+
+
 async def test_connect_opens_session_s1_and_says_connected(
     running_container, alice_cookie, open_socket
 ):
@@ -165,17 +180,8 @@ async def test_ctrld_ends_the_shell_and_reports_the_session_closed(
 
 
 async def test_lost_upstream_is_reported_and_the_session_removed(
-    running_container, alice_cookie, open_socket, monkeypatch
+    running_container, alice_cookie, open_socket, terminals
 ):
-    terminals: list[_PtyTerminal] = []
-    original = InMemoryNodeDriver.open_terminal
-
-    async def recording(self, vm_id, cols=80, rows=24):
-        terminal = await original(self, vm_id, cols, rows)
-        terminals.append(terminal)
-        return terminal
-
-    monkeypatch.setattr(InMemoryNodeDriver, "open_terminal", recording)
     comm = await connected_console(open_socket, running_container, alice_cookie)
     os.kill(terminals[0]._pid, signal.SIGKILL)
     info = await event_where(comm, lambda e: e.get("type") == "info")
@@ -189,17 +195,8 @@ async def test_lost_upstream_is_reported_and_the_session_removed(
 
 
 async def test_disconnect_closes_every_session_and_leaves_no_tasks(
-    running_container, alice_cookie, monkeypatch
+    running_container, alice_cookie, terminals
 ):
-    terminals: list[_PtyTerminal] = []
-    original = InMemoryNodeDriver.open_terminal
-
-    async def recording(self, vm_id, cols=80, rows=24):
-        terminal = await original(self, vm_id, cols, rows)
-        terminals.append(terminal)
-        return terminal
-
-    monkeypatch.setattr(InMemoryNodeDriver, "open_terminal", recording)
     comm = communicator(path_of(running_container), alice_cookie)
     await comm.connect()
     await next_event(comm)
