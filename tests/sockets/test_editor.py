@@ -616,12 +616,9 @@ async def test_changes_are_audited(running_container, alice_cookie, open_socket)
 # -- many editors ---------------------------------------------------------------------------
 
 
-async def test_fifty_editors_all_receive_one_file_changed(
-    running_container, alice_cookie, open_socket
-):
-    editors = [
-        await connected_editor(open_socket, running_container, alice_cookie) for _ in range(50)
-    ]
+async def check_fifty_editors_receive_one_file_changed(open_socket, container, cookie) -> None:
+    """Shared with the Redis-layer test: the same fan-out through whichever layer is set."""
+    editors = [await connected_editor(open_socket, container, cookie) for _ in range(50)]
 
     reply = await request(editors[0], "write_file", path="/app/hello.txt", content="hi")
 
@@ -635,6 +632,12 @@ async def test_fifty_editors_all_receive_one_file_changed(
         assert await broadcast(comm) == expected
     for comm in editors:
         assert await comm.receive_nothing(timeout=0.05)
+
+
+async def test_fifty_editors_all_receive_one_file_changed(
+    running_container, alice_cookie, open_socket
+):
+    await check_fifty_editors_receive_one_file_changed(open_socket, running_container, alice_cookie)
 
 
 async def test_editors_of_another_container_hear_nothing(

@@ -18,7 +18,7 @@ from channels_redis.core import RedisChannelLayer
 from vm_manager.revisions import RedisRevisionStore, revision_store
 
 from .conftest import next_event
-from .test_editor import broadcast, path_of, request
+from .test_editor import check_fifty_editors_receive_one_file_changed, path_of, request
 
 pytestmark = [
     pytest.mark.integration,
@@ -49,24 +49,7 @@ async def test_fifty_editors_receive_one_file_changed_through_redis(
     running_container, alice_cookie, open_socket
 ):
     assert isinstance(get_channel_layer(), RedisChannelLayer)
-    editors = []
-    for _ in range(50):
-        comm = await open_socket(path_of(running_container), alice_cookie)
-        assert await next_event(comm) == {"event": "connected"}
-        editors.append(comm)
-
-    reply = await request(editors[0], "write_file", path="/app/hello.txt", content="hi")
-
-    expected = {
-        "event": "file_changed",
-        "path": "/app/hello.txt",
-        "rev": reply["rev"],
-        "meta": {"op": "write_file", "bytes": 2},
-    }
-    for comm in editors:
-        assert await broadcast(comm) == expected
-    for comm in editors:
-        assert await comm.receive_nothing(timeout=0.05)
+    await check_fifty_editors_receive_one_file_changed(open_socket, running_container, alice_cookie)
 
 
 async def test_editor_revisions_live_in_redis(
