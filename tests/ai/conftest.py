@@ -96,6 +96,22 @@ def open_ai_socket() -> Callable[..., Any]:
     return open_socket
 
 
+@pytest.fixture
+def ask_once(open_ai_socket: Callable[..., Any]) -> Callable[..., Any]:
+    """``await ask_once(user, pk, text)`` -> the turn's events, from the message to the
+    closing ``connected``, on a socket opened (greeting skipped) and closed for that turn."""
+
+    async def ask(owner: Any, pk: int, text: str) -> list[dict[str, Any]]:
+        socket = await open_ai_socket(owner, pk)
+        await receive_until(socket, "connected")
+        await socket.send_json_to({"text": text})
+        events = await receive_until(socket, "connected")
+        await socket.disconnect()
+        return events
+
+    return ask
+
+
 async def receive_until(
     communicator: WebsocketCommunicator, event: str, timeout: float = 10
 ) -> list[dict[str, Any]]:

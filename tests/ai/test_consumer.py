@@ -70,14 +70,10 @@ async def test_turn_with_a_tool_call_sends_events_in_contract_order(
 
 
 async def test_tool_result_from_the_container_is_sent_back_to_the_model(
-    ai_config, user, running_container, open_ai_socket
+    ai_config, user, running_container, ask_once
 ):
     ai_config.queue(*tool_then_answer())
-    socket = await open_ai_socket(user, running_container.pk)
-    await receive_until(socket, "connected")
-    await socket.send_json_to({"text": "What does main.py do?"})
-    await receive_until(socket, "connected")
-    await socket.disconnect()
+    await ask_once(user, running_container.pk, "What does main.py do?")
 
     second = ai_config.requests[1].body["messages"]
     assert second[0]["role"] == "system"
@@ -85,15 +81,9 @@ async def test_tool_result_from_the_container_is_sent_back_to_the_model(
     assert second[-1] == {"role": "tool", "tool_call_id": "call_1", "content": MAIN_PY}
 
 
-async def test_tool_call_is_audited_as_agent_tool(
-    ai_config, user, running_container, open_ai_socket
-):
+async def test_tool_call_is_audited_as_agent_tool(ai_config, user, running_container, ask_once):
     ai_config.queue(*tool_then_answer())
-    socket = await open_ai_socket(user, running_container.pk)
-    await receive_until(socket, "connected")
-    await socket.send_json_to({"text": "What does main.py do?"})
-    await receive_until(socket, "connected")
-    await socket.disconnect()
+    await ask_once(user, running_container.pk, "What does main.py do?")
 
     row = await AuditLog.objects.aget(action="agent_tool.read_file")
     assert (row.user_id, row.target_type, row.target_id) == (
@@ -106,14 +96,10 @@ async def test_tool_call_is_audited_as_agent_tool(
 
 
 async def test_answered_turn_writes_a_usage_row_with_tokens_model_and_price(
-    ai_config, user, running_container, open_ai_socket
+    ai_config, user, running_container, ask_once
 ):
     ai_config.queue(*tool_then_answer())
-    socket = await open_ai_socket(user, running_container.pk)
-    await receive_until(socket, "connected")
-    await socket.send_json_to({"text": "What does main.py do?"})
-    await receive_until(socket, "connected")
-    await socket.disconnect()
+    await ask_once(user, running_container.pk, "What does main.py do?")
 
     row = await AIUsageLog.objects.aget(user=user)
     assert (row.container_id, row.query, row.response) == (
@@ -283,14 +269,10 @@ async def test_socket_stays_usable_after_a_provider_failure(
     ids=["rate-limited", "bad-gateway", "malformed-stream", "dropped-connection"],
 )
 async def test_provider_failures_end_the_turn_with_a_readable_message(
-    ai_config, user, running_container, open_ai_socket, reply, expected
+    ai_config, user, running_container, ask_once, reply, expected
 ):
     ai_config.queue(reply)
-    socket = await open_ai_socket(user, running_container.pk)
-    await receive_until(socket, "connected")
-    await socket.send_json_to({"text": "Hi"})
-    events = await receive_until(socket, "connected")
-    await socket.disconnect()
+    events = await ask_once(user, running_container.pk, "Hi")
 
     texts = "".join(e.get("content", "") for e in events if e["event"] == "text")
     assert expected in texts
@@ -409,16 +391,12 @@ async def test_an_admin_edit_of_the_model_applies_to_the_next_turn(
 
 
 async def test_a_turn_on_a_container_without_a_vm_still_answers(
-    ai_config, user, make_container, open_ai_socket, set_ai_uses
+    ai_config, user, make_container, ask_once, set_ai_uses
 ):
     await database_sync_to_async(set_ai_uses)(user, 5)
     container = await database_sync_to_async(make_container)(user)
     ai_config.queue(*tool_then_answer())
-    socket = await open_ai_socket(user, container.pk)
-    await receive_until(socket, "connected")
-    await socket.send_json_to({"text": "What does main.py do?"})
-    events = await receive_until(socket, "connected")
-    await socket.disconnect()
+    events = await ask_once(user, container.pk, "What does main.py do?")
 
     tool_result = ai_config.requests[1].body["messages"][-1]["content"]
     assert "no running VM" in tool_result
@@ -444,14 +422,10 @@ async def test_a_spent_use_is_announced_to_the_users_other_sockets(
 
 
 async def test_a_stream_that_breaks_mid_answer_ends_the_open_text_with_the_error(
-    ai_config, user, running_container, open_ai_socket
+    ai_config, user, running_container, ask_once
 ):
     ai_config.queue(MalformedReply(chunks_before=["Half an"]))
-    socket = await open_ai_socket(user, running_container.pk)
-    await receive_until(socket, "connected")
-    await socket.send_json_to({"text": "Hi"})
-    events = await receive_until(socket, "connected")
-    await socket.disconnect()
+    events = await ask_once(user, running_container.pk, "Hi")
 
     assert [e["event"] for e in events] == [
         "start_text",
@@ -466,31 +440,23 @@ async def test_a_stream_that_breaks_mid_answer_ends_the_open_text_with_the_error
 
 
 async def test_a_provider_that_stalls_past_the_read_timeout_spends_no_use(
-    ai_config, user, running_container, open_ai_socket, monkeypatch
+    ai_config, user, running_container, ask_once, monkeypatch
 ):
     monkeypatch.setattr("ai_services.utils.READ_TIMEOUT", 0.3)
     ai_config.queue(TextReply(["Too", " slow."], first_token_delay=1.5))
-    socket = await open_ai_socket(user, running_container.pk)
-    await receive_until(socket, "connected")
-    await socket.send_json_to({"text": "Hi"})
-    events = await receive_until(socket, "connected")
-    await socket.disconnect()
+    events = await ask_once(user, running_container.pk, "Hi")
 
     assert events[1] == {"event": "text", "content": "The AI provider did not answer in time."}
     assert events[-1] == {"event": "connected", "ai_uses_left_today": 5}
 
 
 async def test_the_tool_loop_stops_after_max_rounds_and_asks_for_text_last(
-    ai_config, user, running_container, open_ai_socket
+    ai_config, user, running_container, ask_once
 ):
     from ai_services.agents.dev_agent import MAX_ROUNDS
 
     ai_config.queue(*[ToolCallReply("read_workspace", {}) for _ in range(MAX_ROUNDS)])
-    socket = await open_ai_socket(user, running_container.pk)
-    await receive_until(socket, "connected")
-    await socket.send_json_to({"text": "Loop forever"})
-    events = await receive_until(socket, "connected")
-    await socket.disconnect()
+    events = await ask_once(user, running_container.pk, "Loop forever")
 
     assert len(ai_config.requests) == MAX_ROUNDS
     assert [r.body["tool_choice"] for r in ai_config.requests][-2:] == ["auto", "none"]
@@ -500,31 +466,23 @@ async def test_the_tool_loop_stops_after_max_rounds_and_asks_for_text_last(
 
 
 async def test_an_unreachable_provider_is_reported_and_spends_no_use(
-    ai_config, user, running_container, open_ai_socket
+    ai_config, user, running_container, ask_once
 ):
     await Config.objects.filter(name="openai_api_url").aupdate(value="http://127.0.0.1:1/v1")
-    socket = await open_ai_socket(user, running_container.pk)
-    await receive_until(socket, "connected")
-    await socket.send_json_to({"text": "Hi"})
-    events = await receive_until(socket, "connected")
-    await socket.disconnect()
+    events = await ask_once(user, running_container.pk, "Hi")
 
     assert events[1] == {"event": "text", "content": "The AI provider could not be reached."}
     assert events[-1] == {"event": "connected", "ai_uses_left_today": 5}
 
 
 async def test_text_streamed_before_a_tool_call_is_closed_before_the_announcement(
-    ai_config, user, running_container, open_ai_socket
+    ai_config, user, running_container, ask_once
 ):
     ai_config.queue(
         ToolCallReply("read_file", {"path": "main.py"}, content_before="Let me look."),
         TextReply(["It greets."]),
     )
-    socket = await open_ai_socket(user, running_container.pk)
-    await receive_until(socket, "connected")
-    await socket.send_json_to({"text": "What does main.py do?"})
-    events = await receive_until(socket, "connected")
-    await socket.disconnect()
+    events = await ask_once(user, running_container.pk, "What does main.py do?")
 
     assert events[:9] == [
         {"event": "start_text", "role": "assistant"},
