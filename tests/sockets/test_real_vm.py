@@ -7,21 +7,20 @@ editor is read back through the console with ``cat``.
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.node_agent.conftest import TOKEN, AgentProcess, guest_image_dir, kill_vms, spawn_agent
+from tests.node_agent.conftest import TOKEN, AgentProcess, guest_image_dir, start_agent, token
 from vm_manager.models import Container, ContainerType
 from vm_manager.nodes import node_register
 from vm_manager.reconciler import reconcile_once
 
 from .conftest import event_where, next_event, stream_until
 
-__all__ = ["guest_image_dir"]  # the fixture, imported so this module can use it
+__all__ = ["guest_image_dir", "start_agent", "token"]  # fixtures, imported for this module
 
 pytestmark = [pytest.mark.vm, pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
@@ -30,14 +29,8 @@ GUEST_TIMEOUT = 60.0
 
 
 @pytest.fixture
-def agent(tmp_path: Path, guest_image_dir: Path) -> Iterator[AgentProcess]:
-    data_dir = tmp_path / "agent-data"
-    process = spawn_agent(data_dir, guest_image_dir, TOKEN, accel="auto")
-    try:
-        yield process
-    finally:
-        process.kill(signal.SIGTERM)
-        kill_vms(data_dir)
+def agent(start_agent: Callable[..., AgentProcess], guest_image_dir: Path) -> AgentProcess:
+    return start_agent(guest_image_dir, accel="auto")
 
 
 @pytest.fixture
