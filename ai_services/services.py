@@ -23,7 +23,9 @@ from ai_services.agents import AgentAnswer, ChatMessage
 from ai_services.errors import AIContainerMissing, AIContainerNotAllowed, AINoUsesLeft
 from ai_services.utils import ProviderConfig, provider_config
 from internal_config.models import AIMemory, AIUsageLog
-from vm_manager.models import Container, ResourceQuota, visible_containers_for
+from vm_manager.errors import ContainerMissing, ContainerNotVisible
+from vm_manager.models import Container, ResourceQuota
+from vm_manager.selectors import live_visible_container
 
 # Memory keeps the newest turns within both bounds; older turns are dropped whole (a summary
 # would cost a provider call, i.e. a use, on a turn the user did not ask for).
@@ -41,13 +43,12 @@ class TurnStart:
 
 def ai_container_for_user(user: Any, container_pk: int) -> Container:
     """The live container ``container_pk`` if ``user`` may use its assistant."""
-    # One query on the common path (visible); the second only tells 4403 from 4404.
-    container = visible_containers_for(user).select_related("node").filter(pk=container_pk).first()
-    if container is not None:
-        return container
-    if Container.objects.filter(pk=container_pk, deleted_at__isnull=True).exists():
-        raise AIContainerNotAllowed()
-    raise AIContainerMissing()
+    try:
+        return live_visible_container(user, container_pk)
+    except ContainerNotVisible:
+        raise AIContainerNotAllowed() from None
+    except ContainerMissing:
+        raise AIContainerMissing() from None
 
 
 def ai_uses_left(user: Any) -> int:

@@ -85,3 +85,15 @@ class InvalidCredentials(VMManagerError):
     status_code = 400
     code = "invalid_credentials"
     default_message = "Wrong username or password."
+
+
+class ContainerNotVisible(VMManagerError):
+    status_code = 403
+    code = "forbidden"
+    default_message = "That container is not yours to open."
+
+
+class ContainerMissing(VMManagerError):
+    status_code = 404
+    code = "not_found"
+    default_message = "No such container."

@@ -1,9 +1,9 @@
 """Non-trivial reads of the VM manager.
 
 Entry points: ``visible_containers_for``, ``can_view_container``, ``container_list_for_user``,
-``container_rows_for_user``, ``node_candidates``, ``used_credits_for_user``,
-``container_types_for_user``,
-``templates_for_user``, ``user_summary``.
+``container_rows_for_user``, ``live_visible_container``, ``node_candidates``,
+``used_credits_for_user``, ``container_types_for_user``, ``templates_for_user``,
+``user_summary``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, TypedDict
 from django.db.models import Count, IntegerField, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
+from vm_manager.errors import ContainerMissing, ContainerNotVisible
 from vm_manager.models import (
     Container,
     ContainerType,
@@ -29,6 +30,7 @@ __all__ = [
     "container_list_for_user",
     "container_rows_for_user",
     "container_types_for_user",
+    "live_visible_container",
     "node_candidates",
     "templates_for_user",
     "user_summary",
@@ -62,6 +64,21 @@ CONTAINER_ROW_FIELDS = (
 def container_rows_for_user(user: object) -> QuerySet[Container, dict[str, Any]]:
     """The visible containers as dicts of ``CONTAINER_ROW_FIELDS``, newest first, one query."""
     return visible_containers_for(user).values(*CONTAINER_ROW_FIELDS)  # type: ignore[arg-type]
+
+
+def live_visible_container(user: Any, pk: int) -> Container:
+    """The live container ``pk`` if ``user`` may open it (the sockets' access rule).
+
+    ``ContainerNotVisible`` when it exists but is not visible to ``user``; ``ContainerMissing``
+    when there is none or it is being deleted. One query when visible; the second only tells
+    the two refusals apart.
+    """
+    container = visible_containers_for(user).select_related("node").filter(pk=pk).first()
+    if container is not None:
+        return container
+    if Container.objects.filter(pk=pk, deleted_at__isnull=True).exists():
+        raise ContainerNotVisible()
+    raise ContainerMissing()
 
 
 def node_candidates(node_ids: list[int] | None = None) -> list[NodeCandidate]:

@@ -27,8 +27,14 @@ from vm_manager.drivers import (
     VMNotFound,
     VMNotRunning,
 )
-from vm_manager.errors import ContainerNotRunning, NodeUnreachable
-from vm_manager.models import Container, visible_containers_for
+from vm_manager.errors import (
+    ContainerMissing,
+    ContainerNotRunning,
+    ContainerNotVisible,
+    NodeUnreachable,
+)
+from vm_manager.models import Container
+from vm_manager.selectors import live_visible_container
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +55,12 @@ def container_for_socket(user: Any, pk: int) -> Container:
     """The container ``user`` may open, or ``SocketAccessDenied`` with the contract's code."""
     if not getattr(user, "is_authenticated", False):
         raise SocketAccessDenied(CLOSE_NOT_LOGGED_IN, "not logged in")
-    # One query when the container is visible; the second only tells 4403 from 4404.
-    container = visible_containers_for(user).select_related("node").filter(pk=pk).first()
-    if container is not None:
-        return container
-    if Container.objects.filter(pk=pk, deleted_at__isnull=True).exists():
-        raise SocketAccessDenied(CLOSE_NOT_ALLOWED, "not allowed")
-    raise SocketAccessDenied(CLOSE_NOT_FOUND, "no such container")
+    try:
+        return live_visible_container(user, pk)
+    except ContainerNotVisible:
+        raise SocketAccessDenied(CLOSE_NOT_ALLOWED, "not allowed") from None
+    except ContainerMissing:
+        raise SocketAccessDenied(CLOSE_NOT_FOUND, "no such container") from None
 
 
 def error_message(exc: BaseException) -> str:
