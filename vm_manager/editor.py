@@ -23,7 +23,7 @@ from pequeroku.errors import DomainError
 from vm_manager.drivers import WORKSPACE_ROOT, GuestFileNotFound, NodeDriver
 from vm_manager.drivers.paths import relative_to_workspace, workspace_path
 from vm_manager.models import Container, FileTemplate
-from vm_manager.operations import driver_for, template_items
+from vm_manager.operations import guest_exists, template_apply, template_items
 from vm_manager.revisions import RevisionStore
 
 MAX_READ_BYTES = 2 * 1024 * 1024  # larger files are downloaded, not opened in the editor
@@ -206,7 +206,7 @@ class Editor:
         return expected
 
     async def _exists(self, target: str) -> bool:
-        return await _guest_exists(self.driver, self.vm_id, target)
+        return await guest_exists(self.driver, self.vm_id, target)
 
     async def move_path(self, src: object, dst: object) -> EditorResult:
         source, target = _path(src, "src"), _path(dst, "dst")
@@ -338,24 +338,9 @@ async def workspace_initialize_once(container: Container) -> int | None:
         return None
     try:
         items = await database_sync_to_async(_default_template_items)()
-        driver = driver_for(container)
-        written = 0
-        for relative, content, mode in items:
-            target = workspace_path(posixpath.join(WORKSPACE_ROOT, relative.lstrip("/")))
-            if await _guest_exists(driver, container.vm_id, target):
-                continue
-            await driver.write_file(container.vm_id, target, content.encode(), mode)
-            written += 1
+        written = await template_apply(container, items, clean=False, keep_existing=True)
     except BaseException:
         await database_sync_to_async(_release_workspace)(container.pk)
         raise
     container.workspace_initialized = True
     return written
-
-
-async def _guest_exists(driver: NodeDriver, vm_id: str, target: str) -> bool:
-    try:
-        listed = await driver.list_dir(vm_id, posixpath.dirname(target))
-    except GuestFileNotFound:
-        return False
-    return any(entry["path"] == target for entry in listed)

@@ -68,4 +68,4 @@ def template_apply_to_container(
     ensure_running(container)
     items = template_items(template)
     with node_errors_as_domain_errors():
-        return async_to_sync(template_apply)(template, container, items, dest, clean)
+        return async_to_sync(template_apply)(container, items, dest, clean=clean)
