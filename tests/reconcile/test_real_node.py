@@ -7,22 +7,22 @@ stopped leaves no QEMU process and status stopped; deletion removes the VM direc
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
 
 from node_agent.qemu import qemu_alive, read_pid
-from tests.node_agent.conftest import IMAGE_FILES, TOKEN, guest_image_root, kill_vms, spawn_agent
+from tests.node_agent.conftest import TOKEN, AgentProcess, guest_image_dir, start_agent, token
 from vm_manager import services
 from vm_manager.drivers import get_node_driver
 from vm_manager.models import Container, ContainerType
 from vm_manager.nodes import node_register
 from vm_manager.reconciler import reconcile_once
+
+__all__ = ["guest_image_dir", "start_agent", "token"]  # fixtures, imported for this module
 
 pytestmark = [pytest.mark.vm, pytest.mark.django_db, pytest.mark.timeout(600)]
 
@@ -30,26 +30,8 @@ BOOT_TIMEOUT = 300.0
 
 
 @pytest.fixture
-def image_dir() -> Path:
-    root = guest_image_root()
-    missing = [name for name in IMAGE_FILES if not (root / "default" / name).is_file()]
-    if missing:
-        reason = f"guest image not built in {root}/default: run scripts/build-guest-image.sh"
-        if os.environ.get("PEQUEROKU_REQUIRE_VM"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return root
-
-
-@pytest.fixture
-def agent(tmp_path: Path, image_dir: Path) -> Iterator[object]:
-    data_dir = tmp_path / "agent-data"
-    process = spawn_agent(data_dir, image_dir, TOKEN, accel="auto")
-    try:
-        yield process
-    finally:
-        process.kill(signal.SIGTERM)
-        kill_vms(data_dir)
+def agent(start_agent: Callable[..., AgentProcess], guest_image_dir: Path) -> AgentProcess:
+    return start_agent(guest_image_dir, accel="auto")
 
 
 def reconcile_until(container: Container, status: str, timeout: float) -> Container:
