@@ -134,13 +134,15 @@ async def _read_file(ctx: ToolContext, arguments: dict[str, Any]) -> str:
 
 
 async def _create_file(ctx: ToolContext, arguments: dict[str, Any]) -> str:
-    path = workspace_path(_str_arg(arguments, "path"))
+    raw = _str_arg(arguments, "path")
+    path = workspace_path(raw)
     content = arguments.get("content")
     if not isinstance(content, str):
         raise ToolFailed("argument 'content' must be a string")
     if len(content) > MAX_FILE_WRITE:
         raise ToolFailed(f"content is longer than {MAX_FILE_WRITE} characters")
-    if path == WORKSPACE_ROOT or path.endswith("/"):
+    # Normalising drops a trailing slash, so "a folder" is recognised on what the model wrote.
+    if path == WORKSPACE_ROOT or raw.rstrip().endswith("/"):
         raise ToolFailed("path must name a file")
     await ctx.node().write_file(ctx.vm_id, path, content.encode())
     return f"wrote {len(content.encode())} bytes to {path}"

@@ -63,6 +63,15 @@ async def test_create_file_writes_into_the_workspace_without_auditing_the_conten
     assert audited == [("create_file", {"path": "notes/todo.txt", "content_length": 8}, True, "")]
 
 
+@pytest.mark.parametrize("path", ["/app", "notes/", "/app/src/"])
+async def test_create_file_refuses_a_folder_path(ctx, path):
+    context, _ = ctx
+    before = await context.node().list_dir(VM, "/app")
+    result = await run(context, "create_file", path=path, content="x")
+    assert result == "error: path must name a file"
+    assert await context.node().list_dir(VM, "/app") == before
+
+
 async def test_exec_command_reports_exit_code_and_output(ctx):
     context, _ = ctx
     result = await run(context, "exec_command", command="echo out; echo err >&2; exit 3")
