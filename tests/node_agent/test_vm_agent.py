@@ -26,12 +26,11 @@ from node_agent.qemu import VMFiles, qemu_alive, read_pid
 from vm_manager.drivers import GuestFileNotFound, PathNotAllowed, VMNotFound, VMNotRunning
 from vm_manager.drivers.http import HttpNodeDriver
 
-from .conftest import AgentProcess, kill_vms, spawn_agent
+from .conftest import AgentProcess, boot, kill_vms, spawn_agent, wait_ssh_ready
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 
 VM_A, VM_B = "vm-a", "vm-b"
-BOOT_TIMEOUT = 300.0
 
 
 @dataclass
@@ -56,27 +55,6 @@ class VMEnv:
 
     def alive(self, vm_id: str) -> bool:
         return qemu_alive(self.pid(vm_id), str(self.record(vm_id)["instance_id"]))
-
-
-def spec(vm_id: str) -> dict[str, object]:
-    return {"vm_id": vm_id, "vcpus": 1, "memory_mb": 512, "disk_gib": 4, "image": "default"}
-
-
-async def wait_ssh_ready(driver: HttpNodeDriver, vm_id: str, timeout: float = BOOT_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = await driver.vm_status(vm_id)
-        assert status["state"] == "running", status
-        if status["ssh_ready"]:
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{vm_id} not SSH-ready after {timeout:.0f}s")
-
-
-async def boot(driver: HttpNodeDriver, vm_id: str) -> None:
-    await driver.vm_create(spec(vm_id))  # type: ignore[arg-type]
-    await driver.vm_start(vm_id)
-    await wait_ssh_ready(driver, vm_id)
 
 
 @pytest.fixture(scope="module")
