@@ -123,8 +123,11 @@ def _replace(name: str, body: str) -> str:
 
 def base_table(low: int, high: int, resolvers: Nameservers) -> str:
     """The policy for every uid of the VM range (``--guest-egress public``)."""
+    # Matched on the connection's original destination: Docker's embedded resolver
+    # (127.0.0.11:53) is DNAT'ed to another port before this chain sees the packet.
     dns = [
-        f"{family} daddr {{ {', '.join(servers)} }} meta l4proto {{ tcp, udp }} th dport 53 accept"
+        f"ct original {family} daddr {{ {', '.join(servers)} }} "
+        "meta l4proto { tcp, udp } ct original proto-dst 53 accept"
         for family, servers in (("ip", resolvers.v4), ("ip6", resolvers.v6))
         if servers
     ]

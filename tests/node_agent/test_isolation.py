@@ -77,10 +77,13 @@ def test_dns_is_allowed_only_to_the_hosts_resolvers_on_port_53(tmp_path):
     rules = base_table(5000, 5999, found)
 
     assert found == Nameservers(v4=("10.255.255.53",), v6=("fe80::1",))
-    assert "ip daddr { 10.255.255.53 } meta l4proto { tcp, udp } th dport 53 accept" in rules
-    assert "ip6 daddr { fe80::1 } meta l4proto { tcp, udp } th dport 53 accept" in rules
+    assert (
+        "ct original ip daddr { 10.255.255.53 } meta l4proto { tcp, udp } "
+        "ct original proto-dst 53 accept"
+    ) in rules
+    assert "ct original ip6 daddr { fe80::1 }" in rules
     # The exception comes before the private-range rejects, or it would never apply.
-    assert rules.index("dport 53 accept") < rules.index("goto deny\n")
+    assert rules.index("proto-dst 53 accept") < rules.index("goto deny\n")
 
 
 def test_egress_none_rejects_every_new_connection_of_the_agents_vm_uids():
