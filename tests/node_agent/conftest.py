@@ -67,6 +67,29 @@ def fake_image_dir(tmp_path: Path) -> Path:
     return make_fake_image(tmp_path / "images")
 
 
+def host_kernel() -> tuple[Path, Path] | None:
+    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
+    if not kernels:
+        return None
+    initrd = Path(str(kernels[-1]).replace("vmlinuz-", "initrd.img-"))
+    return (kernels[-1], initrd) if initrd.is_file() else None
+
+
+@pytest.fixture
+def kernel_image_dir(tmp_path: Path) -> Path:
+    """An image QEMU really starts (the host's kernel) that never reaches a guest userspace:
+    enough to launch, sandbox and stop real QEMU processes in a second."""
+    found = host_kernel()
+    if found is None or os.geteuid() != 0:
+        pytest.skip("needs root and a kernel with its initrd in /boot")
+    root = make_fake_image(tmp_path / "kernel-images")
+    for name, source in zip(("vmlinuz", "initrd.img"), found, strict=True):
+        (root / "default" / name).unlink()
+        (root / "default" / name).symlink_to(source)
+    (root / "default" / "cmdline").write_text("console=ttyS0 panic=-1\n")
+    return root
+
+
 @pytest.fixture
 def agent_client(tmp_path: Path, fake_image_dir: Path, token: str) -> Iterator[TestClient]:
     config = AgentConfig(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import asyncssh
@@ -99,29 +98,10 @@ def test_a_kernel_others_cannot_read_is_refused_with_a_clear_error(tmp_path):
         qemu.open_launch_fds(image, files, os.memfd_create("k"))
 
 
-def host_kernel() -> tuple[Path, Path] | None:
-    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
-    if not kernels:
-        return None
-    initrd = Path(str(kernels[-1]).replace("vmlinuz-", "initrd.img-"))
-    return (kernels[-1], initrd) if initrd.is_file() else None
-
-
-@pytest.mark.skipif(
-    os.geteuid() != 0 or host_kernel() is None, reason="needs root and a kernel in /boot"
-)
-async def test_qemu_really_runs_unprivileged_sandboxed_with_private_files(tmp_path):
-    kernel, initrd = host_kernel()  # type: ignore[misc]
-    image_dir = tmp_path / "images" / "default"
-    image_dir.mkdir(parents=True)
-    os.symlink(kernel, image_dir / "vmlinuz")
-    os.symlink(initrd, image_dir / "initrd.img")
-    (image_dir / "cmdline").write_text("console=ttyS0 panic=-1\n")
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", str(image_dir / "rootfs.qcow2"), "1G"],
-        check=True,
-    )
-    image = qemu.BootImage.load(tmp_path / "images", "default")
+async def test_qemu_really_runs_unprivileged_sandboxed_with_private_files(
+    tmp_path, kernel_image_dir
+):
+    image = qemu.BootImage.load(kernel_image_dir, "default")
     vm_dir = ensure_private_dir(tmp_path / "data" / "vms" / "vm1")
     files = qemu.VMFiles.under(vm_dir)
     await qemu.create_overlay(image.rootfs, files.overlay, 1)
