@@ -337,6 +337,10 @@ class Isolation:
             raise IsolationError(f"nft {' '.join(args)} failed: {lines[0] if lines else '?'}")
         return out.decode(errors="replace")
 
+    async def checked(self) -> None:
+        """Return once the start-up check is done (its verdict is in ``status``)."""
+        await self._ready.wait()
+
     async def require(self) -> None:
         """Raise ``IsolationUnavailableError`` unless the policy is in force."""
         await self._ready.wait()

@@ -198,6 +198,7 @@ class VMManager:
 
     async def health(self) -> dict[str, object]:
         accel = await self.accel()
+        await self.isolation.checked()
         running = [vm for vm in self.vms.values() if vm.alive()]
         capacity_disk_mb, free_disk_mb = _disk_mb(self.config.data_dir)
         return {
