@@ -8,6 +8,7 @@ a uid range of their own that no table covers, so they never weaken what other a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -150,6 +151,8 @@ async def test_the_watchdog_reinstalls_flushed_rules(tmp_path):
         await self_test_passes_within(high, seconds=10)
     finally:
         watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
         drop_table(base_table_name(low, high))
 
 

@@ -23,7 +23,13 @@ from pathlib import Path
 import pytest
 
 from node_agent.qemu import VMFiles, qemu_alive, read_pid
-from vm_manager.drivers import GuestFileNotFound, PathNotAllowed, VMNotFound, VMNotRunning
+from vm_manager.drivers import (
+    GuestFileNotFound,
+    NodeBadRequest,
+    PathNotAllowed,
+    VMNotFound,
+    VMNotRunning,
+)
 from vm_manager.drivers.http import HttpNodeDriver
 
 from .conftest import AgentProcess, boot, kill_vms, spawn_agent, wait_ssh_ready
@@ -137,6 +143,22 @@ async def test_archives_hold_the_workspace(env, two_vms):
         assert archive.read("pkg/data.txt") == b"payload"
     with tarfile.open(fileobj=io.BytesIO(tarred), mode="r:gz") as archive:
         assert "./pkg/data.txt" in archive.getnames()
+
+
+async def test_a_sparse_file_stays_small_in_a_tar_gz_and_a_zip_of_it_is_refused(env, two_vms):
+    driver = env.driver()
+    await driver.exec(VM_A, "mkdir -p /app/big && truncate -s 4G /app/big/sparse.img")
+    try:
+        tarred = b"".join([chunk async for chunk in driver.archive(VM_A, "/app/big", "tar.gz")])
+        with pytest.raises(NodeBadRequest, match="more than the 1024 MiB"):
+            async for _ in driver.archive(VM_A, "/app/big", "zip"):
+                pass
+    finally:
+        await driver.exec(VM_A, "rm -rf /app/big")
+
+    assert len(tarred) < 64 * 1024
+    with tarfile.open(fileobj=io.BytesIO(tarred), mode="r:gz") as archive:
+        assert archive.getmember("./sparse.img").size == 4 * 1024**3
 
 
 async def test_exec_output_is_bounded_and_timeouts_are_reported(env, two_vms):
