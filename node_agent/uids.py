@@ -41,6 +41,7 @@ def as_guest(uid: int, extra_groups: tuple[int, ...] = ()) -> dict[str, Any]:
         "extra_groups": list(extra_groups),
         "umask": 0o077,
         "env": dict(GUEST_ENV),
+        "cwd": "/",  # not the agent's directory, which this uid may not even enter
         "close_fds": True,
     }
 
