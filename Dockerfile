@@ -49,14 +49,17 @@ RUN mkdir -p /app/staticfiles /app/media \
  && chown pequeroku:pequeroku /app/staticfiles /app/media \
  && chmod 0755 /app/entrypoint.sh
 
-# --- node agent: QEMU and the SSH client on top of the runtime ------------------------------
+# --- node agent: QEMU, nftables and the SSH client on top of the runtime -------------------
+# The agent runs as root inside its container, with only the capabilities docker-compose.yml
+# grants (cap_drop ALL; NET_ADMIN for the guest egress policy, SETUID/SETGID to start each VM's
+# QEMU under an unprivileged uid of its own, KILL to stop those QEMUs): QEMU itself never runs as
+# root nor as the agent, and the agent refuses VMs until its start-up self-test passes.
 FROM runtime AS node-agent
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        qemu-system-x86 qemu-utils openssh-client \
+        qemu-system-x86 qemu-utils openssh-client nftables \
  && rm -rf /var/lib/apt/lists/* \
- && install -d -o pequeroku -g pequeroku -m 0700 /var/lib/pequeroku
-USER pequeroku
+ && install -d -m 0700 /var/lib/pequeroku
 VOLUME ["/var/lib/pequeroku"]
 EXPOSE 8081
 # The token comes from NODE_AGENT_TOKEN (or --token-file); guest images are mounted at /images.

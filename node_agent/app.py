@@ -12,10 +12,6 @@ import contextlib
 import hmac
 import json
 import logging
-import shutil
-import tarfile
-import tempfile
-import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -26,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 
-from . import guest
+from . import archive, guest
 from .config import AgentConfig
 from .errors import AgentError, BadRequestError
 from .paths import workspace_path
@@ -53,9 +49,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut} for status in (400, 401, 404, 409, 500)
+    status: {"model": ErrorOut} for status in (400, 401, 404, 409, 500, 503)
 }
-ARCHIVE_SPOOL_BYTES = 16 * 1024 * 1024
 
 
 class BearerAuth:
@@ -215,42 +210,9 @@ def _add_file_routes(app: FastAPI, manager: VMManager) -> None:
     ) -> StreamingResponse:
         target = workspace_path(root)
         conn = await manager.guest(vm_id)
-        await guest.check_dir(conn, target)
-        if fmt == "tar.gz":
-            return StreamingResponse(
-                guest.tar_stream(conn, target, gzip=True), media_type="application/gzip"
-            )
-        return StreamingResponse(_zip_stream(conn, target), media_type="application/zip")
-
-
-async def _zip_stream(conn: asyncssh.SSHClientConnection, root: str) -> AsyncIterator[bytes]:
-    """Zip of the regular files under ``root``, built from the guest's tar stream."""
-    with (
-        tempfile.SpooledTemporaryFile(ARCHIVE_SPOOL_BYTES) as tar_file,
-        tempfile.SpooledTemporaryFile(ARCHIVE_SPOOL_BYTES) as zip_file,
-    ):
-        async for chunk in guest.tar_stream(conn, root, gzip=False):
-            tar_file.write(chunk)
-        tar_file.seek(0)
-        await asyncio.to_thread(_tar_to_zip, tar_file, zip_file)
-        zip_file.seek(0)
-        while chunk := zip_file.read(64 * 1024):
-            yield chunk
-
-
-def _tar_to_zip(tar_file: Any, zip_file: Any) -> None:
-    with (
-        tarfile.open(fileobj=tar_file, mode="r:") as source,
-        zipfile.ZipFile(zip_file, "w", zipfile.ZIP_DEFLATED) as target,
-    ):
-        members = sorted((m for m in source.getmembers() if m.isreg()), key=lambda m: m.name)
-        for member in members:
-            name = member.name.removeprefix("./")
-            extracted = source.extractfile(member)
-            if extracted is None:
-                continue
-            with extracted, target.open(name, "w") as out:
-                shutil.copyfileobj(extracted, out)
+        chunks = await archive.archive_stream(conn, target, fmt, manager.config.max_archive_bytes)
+        media_type = "application/zip" if fmt == "zip" else "application/gzip"
+        return StreamingResponse(chunks, media_type=media_type)
 
 
 def _add_terminal_route(app: FastAPI, manager: VMManager) -> None:

@@ -55,3 +55,14 @@ class IdentityMismatchError(AgentError):
 class QemuError(AgentError):
     status = 500
     code = "qemu_failed"
+
+
+class ArchiveTooLargeError(AgentError):
+    code = "archive_too_large"
+
+
+class IsolationUnavailableError(AgentError):
+    """The guest egress policy is not in force: the agent serves its API but runs no VMs."""
+
+    status = 503
+    code = "isolation_unavailable"

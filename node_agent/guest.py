@@ -1,9 +1,8 @@
 """Talking to a guest over SSH: one verified connection per VM, commands and file operations.
 
-Entry points: ``load_or_create_key``, ``wait_for_banner``, ``GuestConnection`` (``get``,
-``ready``, ``close``), ``run``, ``exec_command``, and the file operations ``list_dir``,
-``read_file``, ``write_file``, ``make_dir``, ``move_path``, ``delete_path``, ``check_dir``,
-``tar_stream``.
+Entry points: ``wait_for_banner``, ``GuestConnection`` (``get``, ``ready``, ``close``),
+``run``, ``exec_command``, and the file operations ``list_dir``, ``read_file``, ``write_file``,
+``make_dir``, ``move_path``, ``delete_path``, ``check_dir``, ``tree_size``, ``tar_stream``.
 
 Every file operation runs as one small shell script in the guest that first resolves the path
 with ``realpath -m`` (following symlinks the way the guest's own filesystem does) and refuses it
@@ -19,7 +18,6 @@ import shlex
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncssh
 
@@ -40,22 +38,6 @@ INSTANCE_ID_PATH = "/run/pequeroku/instance_id"
 CONNECT_TIMEOUT = 20.0
 
 
-def load_or_create_key(ssh_dir: Path) -> tuple[asyncssh.SSHKey, Path]:
-    """The node's ed25519 key and the ``authorized_keys`` file handed to every guest."""
-    ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key_path, authorized = ssh_dir / "id_ed25519", ssh_dir / "authorized_keys"
-    if key_path.exists():
-        key = asyncssh.read_private_key(str(key_path))
-    else:
-        key = asyncssh.generate_private_key("ssh-ed25519", comment="pequeroku-node-agent")
-        key.write_private_key(str(key_path))
-        key_path.chmod(0o600)
-    public = key.export_public_key().decode().strip() + "\n"
-    if not authorized.exists() or authorized.read_text() != public:
-        authorized.write_text(public)
-    return key, authorized
-
-
 async def wait_for_banner(port: int, attempt_timeout: float = 1.5) -> bool:
     """One attempt: does something on ``port`` speak SSH?"""
     try:
@@ -72,16 +54,22 @@ async def wait_for_banner(port: int, attempt_timeout: float = 1.5) -> bool:
 
 
 class GuestConnection:
-    """The one SSH connection to a VM, opened lazily and checked against its instance id.
+    """The one SSH connection to a VM, opened lazily and checked against its identity.
 
-    The port comes from a callable so a reconnect always uses the VM's current forward.
+    The guest must present the VM's own host key (pinned) and hold its instance id. The port
+    comes from a callable so a reconnect always uses the VM's current forward.
     """
 
     def __init__(
-        self, vm_id: str, instance_id: str, port: Callable[[], int | None], key: asyncssh.SSHKey
+        self,
+        vm_id: str,
+        instance_id: str,
+        port: Callable[[], int | None],
+        key: asyncssh.SSHKey,
+        host_key: asyncssh.SSHKey,
     ) -> None:
         self.vm_id, self.instance_id = vm_id, instance_id
-        self._port, self._key = port, key
+        self._port, self._key, self._host_key = port, key, host_key
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
 
@@ -101,18 +89,26 @@ class GuestConnection:
         if port is None:
             raise SSHNotReadyError(f"VM {self.vm_id} has no SSH forward")
         try:
-            # Host keys are not pinned: the instance id below is what proves which VM answered.
             conn = await asyncssh.connect(
                 "127.0.0.1",
                 port,
                 username="root",
                 client_keys=[self._key],
-                known_hosts=None,
+                known_hosts=([self._host_key], [], []),
                 agent_path=None,
                 connect_timeout=CONNECT_TIMEOUT,
                 keepalive_interval=15,
                 keepalive_count_max=4,
             )
+        except asyncssh.HostKeyNotVerifiable:
+            log.warning(
+                "VM %s: guest on port %s is not this VM (identity mismatch: host key)",
+                self.vm_id,
+                port,
+            )
+            raise IdentityMismatchError(
+                f"the guest answering for VM {self.vm_id} is another VM"
+            ) from None
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             raise SSHNotReadyError(f"SSH to VM {self.vm_id} failed: {type(exc).__name__}") from None
         try:
@@ -245,7 +241,11 @@ mv -T -- "$1" "$2" || exit 95""",
 if [ -d "$1" ] && [ ! -L "$1" ]; then rm -rf -- "$1" || exit 95
 elif [ -e "$1" ] || [ -L "$1" ]; then rm -f -- "$1" || exit 95
 else exit 98; fi""",
-    "tar": r"""inside "$1"; [ -d "$1" ] || exit 98; cd -- "$1" && exec tar -c"$2"f - .""",
+    # Apparent bytes (what a zip of it expands to), then allocated bytes (a --sparse tar).
+    "size": r"""inside "$1"; [ -d "$1" ] || exit 98; cd -- "$1" || exit 95
+du -s -B1 --apparent-size -- . | cut -f1; du -s -B1 -- . | cut -f1""",
+    # --sparse: holes are not stored, so `truncate -s 2T` costs nothing to archive.
+    "tar": r"""inside "$1"; [ -d "$1" ] || exit 98; cd -- "$1" && exec tar --sparse -c"$2"f - .""",
 }
 
 
@@ -325,6 +325,16 @@ async def delete_path(conn: asyncssh.SSHClientConnection, path: str) -> None:
 
 async def check_dir(conn: asyncssh.SSHClientConnection, path: str) -> None:
     await _file_op(conn, "check_dir", path)
+
+
+async def tree_size(conn: asyncssh.SSHClientConnection, path: str) -> tuple[int, int]:
+    """Apparent and allocated bytes under ``path`` (a directory inside /app)."""
+    raw = await _file_op(conn, "size", path)
+    try:
+        apparent, allocated = (int(line) for line in raw.split())
+    except ValueError:
+        raise BadRequestError(f"could not measure {path}") from None
+    return apparent, allocated
 
 
 async def tar_stream(

@@ -1,36 +1,58 @@
-"""QEMU processes: boot images, overlays, launch, liveness, QMP, stats and the KVM probe.
+"""QEMU processes: boot images, overlays, the hardened command line, launch, QMP, stats.
 
-Entry points: ``BootImage.load``, ``create_overlay``, ``qemu_command``, ``launch``,
-``qemu_alive``, ``read_pid``, ``qmp_execute``, ``kill_qemu``, ``process_stats``,
-``probe_accel``, ``PortRegistry``.
+Entry points: ``BootImage.load``, ``create_overlay``, ``open_launch_fds``, ``qemu_command``,
+``launch``, ``qemu_alive``, ``read_pid``, ``write_pid``, ``qmp_execute``, ``kill_qemu``,
+``process_stats``, ``probe_accel``, ``PortRegistry``, ``unix_path``.
+
+How QEMU runs (the blast radius of a QEMU escape, security review M4/H4):
+- never as root nor as the agent: each VM under a uid of its own (``node_agent.uids``), started
+  directly as that uid through ``/bin/bash``, which backgrounds QEMU and exits, so QEMU is not the
+  agent's child and outlives it (``-daemonize`` forks after ``-sandbox`` is in force, and
+  ``spawn=deny`` kills it);
+- ``-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny``,
+  ``-nodefaults -no-user-config``, only the devices the guest needs (virtio disk, net, rng and
+  one serial port);
+- it opens no path of the agent's: the kernel, initrd, base image and overlay arrive as file
+  descriptors (``/proc/self/fd/N`` for ``-kernel``/``-initrd``, which QEMU opens with plain
+  ``fopen``; fd sets for the disks) and the QMP socket is bound by the agent and handed over, so
+  the data dir stays 0700 and the VM's uid owns nothing in it;
+- the serial console is a 256 KiB ring buffer in QEMU's memory (readable over QMP), never a file
+  a guest can grow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
+import stat
+import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncssh
 from qemu.qmp import QMPClient
 
 from .errors import ImageNotFoundError, QemuError
+from .identity import HOST_KEY_FILE, INSTANCE_ID_FW_CFG, GuestIdentity
+from .procs import communicate
+from .uids import as_guest
 
 log = logging.getLogger("node_agent.qemu")
 
 PORT_RANGE = (20000, 29999)  # below Linux's ephemeral range, so outbound sockets never collide
-INSTANCE_ID_FW_CFG = "opt/pequeroku/instance_id"
-AUTHORIZED_KEYS_FW_CFG = "opt/pequeroku/authorized_keys"
 LAUNCH_TIMEOUT = 60.0
+SERIAL_RING_BYTES = 256 * 1024
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 
 class PortInUseError(QemuError):
@@ -42,7 +64,8 @@ def host_arch() -> str:
 
 
 def qemu_binary(arch: str | None = None) -> str:
-    return f"qemu-system-{arch or host_arch()}"
+    name = f"qemu-system-{arch or host_arch()}"
+    return shutil.which(name) or name
 
 
 @dataclass(frozen=True)
@@ -71,14 +94,13 @@ class BootImage:
 
 @dataclass(frozen=True)
 class VMFiles:
-    """Where one VM's files live; the QMP socket may sit outside ``root`` (see ``socket_path``)."""
+    """One VM's files, all in its directory (0700, the agent's; the VM's uid owns none)."""
 
     root: Path
-    qmp_socket: Path
 
     @classmethod
     def under(cls, root: Path) -> VMFiles:
-        return cls(root=root, qmp_socket=socket_path(root))
+        return cls(root=root)
 
     @property
     def overlay(self) -> Path:
@@ -93,21 +115,33 @@ class VMFiles:
         return self.root / "qemu.log"
 
     @property
-    def serial_log(self) -> Path:
-        return self.root / "serial.log"
+    def qmp_socket(self) -> Path:
+        return self.root / "qmp.sock"
+
+    @property
+    def host_key(self) -> Path:
+        return self.root / HOST_KEY_FILE
 
     @property
     def record(self) -> Path:
         return self.root / "vm.json"
 
 
-def socket_path(vm_dir: Path) -> Path:
-    # AF_UNIX paths are limited to 107 bytes; deep data dirs (pytest tmp dirs) exceed that.
-    preferred = vm_dir / "qmp.sock"
-    if len(os.fsencode(preferred)) < 100:
-        return preferred
-    digest = hashlib.sha256(os.fsencode(vm_dir)).hexdigest()[:20]
-    return Path("/tmp") / f"pequeroku-{digest}.qmp"  # noqa: S108
+@contextlib.contextmanager
+def unix_path(path: Path) -> Iterator[str]:
+    """A usable AF_UNIX address for ``path``, whose length may pass the kernel's 107 bytes.
+
+    Deep data dirs (pytest's) do; the directory is then reached through ``/proc/self/fd``
+    instead of falling back to a shared, predictable place such as /tmp.
+    """
+    if len(os.fsencode(path)) < 100:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 async def _run(*cmd: str, timeout: float) -> tuple[int, str]:
@@ -117,13 +151,11 @@ async def _run(*cmd: str, timeout: float) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"},
     )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        out, _ = await communicate(proc, timeout=timeout)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
         raise QemuError(f"{cmd[0]} did not finish in {timeout:.0f}s") from None
     return proc.returncode or 0, out.decode(errors="replace")
 
@@ -145,6 +177,7 @@ async def create_overlay(base: Path, overlay: Path, disk_gib: int) -> None:
     )
     if code != 0:
         raise QemuError(f"qemu-img create failed: {out.strip()[-500:]}")
+    overlay.chmod(0o600)
 
 
 def accel_args(accel: str) -> list[str]:
@@ -153,94 +186,252 @@ def accel_args(accel: str) -> list[str]:
     return ["-accel", "tcg", "-M", "q35"]
 
 
+def kvm_gid() -> int | None:
+    with contextlib.suppress(OSError):
+        return os.stat("/dev/kvm").st_gid
+    return None
+
+
+def guest_groups(accel: str) -> tuple[int, ...]:
+    """Supplementary groups of a VM's QEMU: only the one that opens /dev/kvm, under KVM."""
+    gid = kvm_gid() if accel == "kvm" else None
+    return (gid,) if gid is not None and gid != 0 else ()
+
+
+def _readable_by_all(path: Path) -> None:
+    if not path.stat().st_mode & stat.S_IROTH:
+        raise QemuError(
+            f"{path} must be readable by all (chmod 644): QEMU runs under an unprivileged uid"
+        )
+
+
+@dataclass
+class LaunchFds:
+    """Everything QEMU opens, opened by the agent and inherited by QEMU under these numbers."""
+
+    kernel: int
+    initrd: int
+    base: int
+    overlay: int
+    qmp: int
+    host_key: int
+    sockets: list[socket.socket] = field(default_factory=list, repr=False)
+
+    def numbers(self) -> list[int]:
+        return [self.kernel, self.initrd, self.base, self.overlay, self.qmp, self.host_key]
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        for fd in (self.kernel, self.initrd, self.base, self.overlay, self.host_key):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def bind_qmp(path: Path) -> socket.socket:
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with unix_path(path) as address:
+            sock.bind(address)
+        path.chmod(0o600)
+        sock.listen(4)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def open_launch_fds(image: BootImage, files: VMFiles, host_key_fd: int) -> LaunchFds:
+    """Open the VM's files for QEMU; the caller closes them once QEMU has them (``close``)."""
+    for path in (image.kernel, image.initrd):
+        _readable_by_all(path)
+    opened: list[int] = []
+    try:
+        for path, flags in (
+            (image.kernel, os.O_RDONLY),
+            (image.initrd, os.O_RDONLY),
+            (image.rootfs, os.O_RDONLY),
+            (files.overlay, os.O_RDWR | os.O_NOFOLLOW),
+        ):
+            opened.append(os.open(path, flags | os.O_CLOEXEC))
+        qmp = bind_qmp(files.qmp_socket)
+    except BaseException:
+        for fd in opened:
+            os.close(fd)
+        os.close(host_key_fd)
+        raise
+    kernel, initrd, base, overlay = opened
+    return LaunchFds(kernel, initrd, base, overlay, qmp.fileno(), host_key_fd, sockets=[qmp])
+
+
 def qemu_command(
     *,
     accel: str,
     image: BootImage,
-    files: VMFiles,
+    fds: LaunchFds,
     vcpus: int,
     memory_mb: int,
     ssh_port: int,
-    instance_id: str,
-    authorized_keys: Path,
+    identity: GuestIdentity,
+    node_key: asyncssh.SSHKey,
+    restrict_network: bool = False,
 ) -> list[str]:
+    netdev = f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+    if restrict_network:
+        # --guest-egress none: slirp itself routes nothing out (the nftables policy is the
+        # first layer); the SSH forward still works.
+        netdev += ",restrict=on"
     return [
         qemu_binary(),
         "-name",
-        f"pequeroku-{instance_id}",
+        f"pequeroku-{identity.instance_id}",
+        "-nodefaults",
+        "-no-user-config",
+        "-sandbox",
+        SANDBOX,
         *accel_args(accel),
         "-smp",
         str(vcpus),
         "-m",
         str(memory_mb),
         "-kernel",
-        str(image.kernel),
+        f"/proc/self/fd/{fds.kernel}",
         "-initrd",
-        str(image.initrd),
+        f"/proc/self/fd/{fds.initrd}",
         "-append",
         image.cmdline,
-        "-drive",
-        f"file={files.overlay},if=virtio,format=qcow2",
+        "-add-fd",
+        f"fd={fds.base},set=1,opaque=base",
+        "-add-fd",
+        f"fd={fds.overlay},set=2,opaque=overlay",
+        "-blockdev",
+        "driver=file,node-name=base-file,filename=/dev/fdset/1,read-only=on",
+        "-blockdev",
+        "driver=qcow2,node-name=base,file=base-file,read-only=on",
+        "-blockdev",
+        "driver=file,node-name=disk-file,filename=/dev/fdset/2",
+        "-blockdev",
+        "driver=qcow2,node-name=disk,file=disk-file,backing=base",
+        "-device",
+        "virtio-blk-pci,drive=disk",
         "-netdev",
-        f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        netdev,
         "-device",
         "virtio-net-pci,netdev=n0",
         # Guests otherwise wait for entropy at boot (sshd, systemd-random-seed) under TCG.
         "-device",
         "virtio-rng-pci",
-        "-fw_cfg",
-        f"name={INSTANCE_ID_FW_CFG},string={instance_id}",
-        "-fw_cfg",
-        f"name={AUTHORIZED_KEYS_FW_CFG},file={authorized_keys}",
-        "-smbios",
-        f"type=1,serial={instance_id}",
-        "-daemonize",
-        "-pidfile",
-        str(files.pidfile),
-        "-qmp",
-        f"unix:{files.qmp_socket},server=on,wait=off",
+        *identity.qemu_args(node_key, fds.host_key),
+        "-chardev",
+        f"socket,id=qmp,fd={fds.qmp},server=on,wait=off",
+        "-mon",
+        "chardev=qmp,mode=control",
+        "-chardev",
+        f"ringbuf,id=serial0,size={SERIAL_RING_BYTES}",
         "-serial",
-        f"file:{files.serial_log}",
+        "chardev:serial0",
         "-display",
         "none",
         "-no-reboot",
     ]
 
 
-async def launch(cmd: list[str], output: Path) -> None:
-    """Run QEMU with ``-daemonize``: returns once the VM runs detached from the agent.
+async def spawn_detached(
+    cmd: list[str], *, uid: int, groups: tuple[int, ...], pass_fds: list[int], output: Path
+) -> int:
+    """Start ``cmd`` as ``uid`` in a session of its own, not as our child; return its pid.
 
-    Output goes to a file, not a pipe: the daemon keeps the inherited descriptors open, so a
-    pipe would never reach end-of-file while the VM runs.
+    ``/bin/bash`` runs as the VM's uid, backgrounds the command and exits: the command is
+    reparented to init, so the agent can exit, crash or restart without touching it. (Plain
+    ``subprocess`` in a thread: uvloop's subprocess support cannot change uids.)
     """
-    with output.open("wb") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            *cmd,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=sink,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
+    log_fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    script = f'"$@" </dev/null >&{log_fd} 2>&1 {log_fd}>&- & echo $!'
     try:
-        code = await asyncio.wait_for(proc.wait(), LAUNCH_TIMEOUT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise QemuError(f"qemu did not daemonize in {LAUNCH_TIMEOUT:.0f}s") from None
-    if code == 0:
-        return
-    out = output.read_text(errors="replace").strip()
-    if "host forwarding" in out or "Address already in use" in out:
-        raise PortInUseError(out[-500:])
-    raise QemuError(f"qemu failed to start: {out[-1000:]}")
+        done = await asyncio.to_thread(
+            subprocess.run, ["/bin/bash", "-c", script, "qemu-launcher", *cmd],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False,
+            start_new_session=True, pass_fds=[*pass_fds, log_fd], **as_guest(uid, groups),
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise QemuError("the QEMU launcher did not finish") from None
+    finally:
+        os.close(log_fd)
+    try:
+        return int(done.stdout.strip())
+    except ValueError:
+        tail = done.stderr.decode(errors="replace")[-300:]
+        raise QemuError(f"could not start qemu: {tail}") from None
+
+
+def _exited(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+async def launch(
+    cmd: list[str],
+    *,
+    uid: int,
+    groups: tuple[int, ...],
+    fds: LaunchFds,
+    instance_id: str,
+    qmp_socket: Path,
+    pidfile: Path,
+    output: Path,
+) -> int:
+    """Start QEMU and return its pid once it answers on QMP (its devices are all up).
+
+    The pidfile is written as soon as QEMU exists, so an agent that dies meanwhile still finds
+    (and adopts or kills) it; QEMU is killed when the launch fails or is cancelled.
+    """
+    pid = await spawn_detached(cmd, uid=uid, groups=groups, pass_fds=fds.numbers(), output=output)
+    write_pid(pidfile, pid)
+    try:
+        await _wait_launched(pid, instance_id, qmp_socket)
+    except BaseException:
+        with contextlib.suppress(QemuError):
+            await kill_qemu(pid, instance_id)
+        raise
+    if _exited(pid):
+        out = output.read_text(errors="replace").strip()
+        if "host forwarding" in out or "Address already in use" in out:
+            raise PortInUseError(out[-500:])
+        raise QemuError(f"qemu failed to start: {out[-1000:]}")
+    return pid
+
+
+async def _wait_launched(pid: int, instance_id: str, qmp_socket: Path) -> None:
+    """Return once QMP answers or the process is gone (the caller tells which)."""
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    while time.monotonic() < deadline:
+        if _exited(pid):
+            return
+        if qemu_alive(pid, instance_id):
+            with contextlib.suppress(Exception):  # not listening yet, or still initialising
+                await qmp_execute(qmp_socket, "query-status", timeout=2.0)
+                return
+        await asyncio.sleep(0.05)
+    raise QemuError(f"qemu did not start in {LAUNCH_TIMEOUT:.0f}s")
 
 
 def read_pid(pidfile: Path) -> int | None:
     try:
-        return int(pidfile.read_text().strip())
+        fd = os.open(pidfile, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd) as source:
+            return int(source.read(32).strip())
     except (OSError, ValueError):
         return None
+
+
+def write_pid(pidfile: Path, pid: int) -> None:
+    tmp = pidfile.with_suffix(".tmp")
+    tmp.write_text(f"{pid}\n")
+    tmp.replace(pidfile)
 
 
 def qemu_alive(pid: int | None, instance_id: str) -> bool:
@@ -257,11 +448,20 @@ def qemu_alive(pid: int | None, instance_id: str) -> bool:
     return marker in args
 
 
-async def qmp_execute(sock: Path, command: str, timeout: float = 5.0) -> object:
+def process_uid(pid: int) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return Path(f"/proc/{pid}").stat().st_uid
+    return None
+
+
+async def qmp_execute(
+    sock: Path, command: str, arguments: dict[str, object] | None = None, timeout: float = 5.0
+) -> object:
     client = QMPClient("pequeroku-node-agent")
-    await asyncio.wait_for(client.connect(str(sock)), timeout)
     try:
-        return await asyncio.wait_for(client.execute(command), timeout)
+        with unix_path(sock) as address:
+            await asyncio.wait_for(client.connect(address), timeout)
+        return await asyncio.wait_for(client.execute(command, arguments), timeout)
     finally:
         with contextlib.suppress(Exception):
             await client.disconnect()
@@ -348,11 +548,11 @@ def probe_kernel(image_dir: Path) -> Path | None:
     return boot[-1] if boot else None
 
 
-async def probe_accel(image_dir: Path, timeout: float = 8.0) -> str:
+async def probe_accel(image_dir: Path, probe_uid: int, timeout: float = 8.0) -> str:
     """Boot a kernel under KVM for a few seconds; "kvm" only if it prints its banner.
 
     ``/dev/kvm`` can exist on hosts where KVM aborts or hangs (nested paravirtual setups), so
-    only a kernel that actually starts counts.
+    only a kernel that actually starts counts. The probe runs unprivileged, like every QEMU.
     """
     if not kvm_device_usable():
         log.info("accelerator: tcg (/dev/kvm is not usable)")
@@ -361,50 +561,52 @@ async def probe_accel(image_dir: Path, timeout: float = 8.0) -> str:
     if kernel is None:
         log.info("accelerator: tcg (no kernel to probe KVM with)")
         return "tcg"
-    ok = await _kernel_starts_under_kvm(kernel, timeout)
+    try:
+        ok = await _kernel_starts_under_kvm(kernel, timeout, probe_uid)
+    except (OSError, QemuError) as exc:
+        log.info("accelerator: tcg (KVM probe could not run: %s)", exc)
+        return "tcg"
     accel = "kvm" if ok else "tcg"
     log.info("accelerator: %s (KVM probe %s)", accel, "booted" if ok else "failed")
     return accel
 
 
-async def _kernel_starts_under_kvm(kernel: Path, timeout: float) -> bool:
-    proc = await asyncio.create_subprocess_exec(
-        qemu_binary(),
-        *accel_args("kvm"),
-        "-m",
-        "256",
-        "-kernel",
-        str(kernel),
-        "-append",
-        "console=ttyS0 panic=-1",
-        "-serial",
-        "stdio",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-no-reboot",
-        "-nodefaults",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None  # noqa: S101
-    seen = b""
+async def _kernel_starts_under_kvm(kernel: Path, timeout: float, uid: int) -> bool:
+    return await asyncio.to_thread(_kernel_starts_under_kvm_sync, kernel, timeout, uid)
+
+
+def _kernel_starts_under_kvm_sync(kernel: Path, timeout: float, uid: int) -> bool:
+    fd = os.open(kernel, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        async with asyncio.timeout(timeout):
-            while chunk := await proc.stdout.read(4096):
+        proc = subprocess.Popen(  # noqa: S603 (fixed arguments, no shell)
+            [qemu_binary(), *accel_args("kvm"), "-m", "256",
+             "-kernel", f"/proc/self/fd/{fd}", "-append", "console=ttyS0 panic=-1",
+             "-serial", "stdio", "-display", "none", "-monitor", "none", "-no-reboot",
+             "-nodefaults", "-no-user-config", "-sandbox", SANDBOX],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, pass_fds=[fd], **as_guest(uid, guest_groups("kvm")),
+        )  # fmt: skip
+    finally:
+        os.close(fd)
+    assert proc.stdout is not None  # noqa: S101
+    os.set_blocking(proc.stdout.fileno(), False)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            chunk = proc.stdout.read(4096)
+            if chunk:
                 seen = (seen + chunk)[-8192:]
                 if b"Linux version" in seen:
                     return True
-    except TimeoutError:
-        pass
+            else:
+                time.sleep(0.05)
+        return False
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        await proc.wait()
-    return False
+        proc.wait()
+        proc.stdout.close()
 
 
 class PortRegistry:

@@ -34,6 +34,11 @@ class NodeHealthOut(BaseModel):
     used_vcpus: int
     used_mem_mb: int
     running_vms: int
+    capacity_disk_mb: int
+    free_disk_mb: int
+    guest_isolation: bool
+    guest_egress: Literal["public", "none"]
+    isolation_detail: str
 
 
 class VMStatsOut(BaseModel):

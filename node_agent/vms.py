@@ -3,9 +3,12 @@
 Entry points (``VMManager``): ``startup``, ``shutdown``, ``health``, ``create``, ``start``,
 ``stop``, ``delete``, ``status``, ``list``, ``stats``, ``guest``.
 
-Each VM lives in ``<data-dir>/vms/<vm_id>/`` (``vm.json``, overlay, pidfile, serial log, QMP
-socket). QEMU runs daemonized, so the agent can exit or crash without touching the VMs; on
-start the agent re-adopts every VM whose pidfile names a live QEMU started for that VM.
+Each VM lives in ``<data-dir>/vms/<vm_id>/`` (``vm.json``, overlay, SSH host key, pidfile,
+QEMU's output, QMP socket), all private to the agent. QEMU runs detached under the VM's own uid
+(``node_agent.qemu``, ``node_agent.uids``), so the agent can exit or crash without touching the
+VMs; on start the agent re-adopts every VM whose pidfile names a live QEMU started for that VM.
+Nothing is created or started until the guest egress policy is in force
+(``node_agent.isolation``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,7 +35,10 @@ from .errors import (
     VMNotFoundError,
     VMNotRunningError,
 )
-from .guest import GuestConnection, load_or_create_key, wait_for_banner
+from .guest import GuestConnection, wait_for_banner
+from .identity import GuestIdentity, ensure_private_dir, load_or_create_node_key
+from .isolation import Isolation
+from .uids import UidPool
 
 log = logging.getLogger("node_agent.vms")
 
@@ -53,6 +58,7 @@ class VMRecord:
     image: str
     instance_id: str
     ssh_port: int | None = None
+    uid: int | None = None  # the uid its QEMU runs under (node_agent.uids)
     accel: str | None = None
     expected_running: bool = False
     created_at: float = field(default_factory=time.time)
@@ -69,10 +75,22 @@ class VMRecord:
 
 
 class ManagedVM:
-    def __init__(self, record: VMRecord, files: qemu.VMFiles, key: asyncssh.SSHKey) -> None:
-        self.record, self.files = record, files
+    def __init__(
+        self,
+        record: VMRecord,
+        files: qemu.VMFiles,
+        key: asyncssh.SSHKey,
+        identity: GuestIdentity,
+    ) -> None:
+        self.record, self.files, self.identity = record, files, identity
         self.lock = asyncio.Lock()
-        self.guest = GuestConnection(record.vm_id, record.instance_id, lambda: record.ssh_port, key)
+        self.guest = GuestConnection(
+            record.vm_id,
+            record.instance_id,
+            lambda: record.ssh_port,
+            key,
+            identity.host_public_key,
+        )
         self.warmup: asyncio.Task[None] | None = None
         self.cpu_sample: qemu.CpuSample | None = None
 
@@ -108,46 +126,69 @@ class ManagedVM:
 class VMManager:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.vms_dir = config.data_dir / "vms"
+        ensure_private_dir(config.data_dir)
+        self.vms_dir = ensure_private_dir(config.data_dir / "vms")
         self.ports = qemu.PortRegistry()
         self.vms: dict[str, ManagedVM] = {}
         self._create_lock = asyncio.Lock()
         self._accel: asyncio.Task[str] | None = None
-        self.key, self.authorized_keys = load_or_create_key(config.data_dir / "ssh")
+        self._background: list[asyncio.Task[None]] = []
+        self.key = load_or_create_node_key(config.data_dir / "ssh")
+        self.uids = UidPool(*config.vm_uid_range, claims_dir=config.uid_claims_dir)
+        self.isolation = Isolation(config, self.uids)
 
     # -- lifecycle of the agent -------------------------------------------------------------
 
     async def startup(self) -> None:
-        self.vms_dir.mkdir(parents=True, exist_ok=True)
+        for record_path in sorted(self.vms_dir.glob("*/vm.json")):
+            self._adopt(record_path)
+        known_uids = [vm.record.uid for vm in self.vms.values() if vm.record.uid is not None]
+        self._background += [
+            asyncio.create_task(self.isolation.start(known_uids)),
+            asyncio.create_task(self.isolation.watch()),
+        ]
         if self.config.accel == "auto":
-            self._accel = asyncio.create_task(qemu.probe_accel(self.config.image_dir))
+            probe_uid = self.uids.probe_uid
+            self._accel = asyncio.create_task(qemu.probe_accel(self.config.image_dir, probe_uid))
         else:
             self._accel = asyncio.create_task(_constant(self.config.accel))
             log.info("accelerator: %s (forced by --accel)", self.config.accel)
-        for record_path in sorted(self.vms_dir.glob("*/vm.json")):
-            self._adopt(record_path)
 
     def _adopt(self, record_path: Path) -> None:
         try:
             record = VMRecord.load(record_path)
+            identity = GuestIdentity.load_or_create(record_path.parent, record.instance_id)
         except (OSError, ValueError, TypeError) as exc:
             log.warning("skipping unreadable %s: %s", record_path, exc)
             return
-        vm = ManagedVM(record, qemu.VMFiles.under(record_path.parent), self.key)
+        vm = ManagedVM(record, qemu.VMFiles.under(record_path.parent), self.key, identity)
         self.vms[record.vm_id] = vm
         if vm.alive() and record.ssh_port is not None:
             self.ports.claim(record.ssh_port, record.vm_id)
             self._start_warmup(vm)
             log.info("adopted running VM %s (pid %s)", record.vm_id, vm.pid)
+            pid = vm.pid
+            if pid is not None and qemu.process_uid(pid) != record.uid:
+                log.warning(
+                    "VM %s runs under uid %s, not a VM uid of its own: stop and start it to "
+                    "isolate it",
+                    record.vm_id,
+                    qemu.process_uid(pid),
+                )
         else:
             log.info("found VM %s, not running", record.vm_id)
 
     async def shutdown(self) -> None:
-        """Close connections only: the VMs keep running without the agent."""
+        """Close connections only: the VMs (and the egress policy) stay without the agent."""
         for vm in self.vms.values():
             if vm.warmup is not None:
                 vm.warmup.cancel()
             await vm.guest.close()
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(BaseException):
+                await task
         if self._accel is not None and not self._accel.done():
             self._accel.cancel()
 
@@ -157,7 +198,9 @@ class VMManager:
 
     async def health(self) -> dict[str, object]:
         accel = await self.accel()
+        await self.isolation.checked()
         running = [vm for vm in self.vms.values() if vm.alive()]
+        capacity_disk_mb, free_disk_mb = _disk_mb(self.config.data_dir)
         return {
             "arch": qemu.host_arch(),
             "kvm_available": accel == "kvm",
@@ -167,6 +210,9 @@ class VMManager:
             "used_vcpus": sum(vm.record.vcpus for vm in running),
             "used_mem_mb": sum(vm.record.memory_mb for vm in running),
             "running_vms": len(running),
+            "capacity_disk_mb": capacity_disk_mb,
+            "free_disk_mb": free_disk_mb,
+            **self.isolation.status(),
         }
 
     # -- VM operations ----------------------------------------------------------------------
@@ -187,26 +233,31 @@ class VMManager:
         async with self._create_lock:
             if vm_id in self.vms:
                 return self.vms[vm_id].status()
+            await self.isolation.require()
             image = qemu.BootImage.load(self.config.image_dir, image_name)
-            vm_dir = self.vms_dir / vm_id
-            vm_dir.mkdir(parents=True, exist_ok=True)
+            vm_dir = ensure_private_dir(self.vms_dir / vm_id)
             files = qemu.VMFiles.under(vm_dir)
+            uid: int | None = None
             try:
                 await qemu.create_overlay(image.rootfs, files.overlay, int(spec["disk_gib"]))  # type: ignore[call-overload]
+                identity = GuestIdentity.create(vm_dir)
+                uid = self.uids.claim(files.record)
+                record = VMRecord(
+                    vm_id=vm_id,
+                    vcpus=int(spec["vcpus"]),  # type: ignore[call-overload]
+                    memory_mb=int(spec["memory_mb"]),  # type: ignore[call-overload]
+                    disk_gib=int(spec["disk_gib"]),  # type: ignore[call-overload]
+                    image=image_name,
+                    instance_id=identity.instance_id,
+                    uid=uid,
+                )
+                record.save(files.record)
             except BaseException:
+                self.uids.release(uid, files.record)
                 shutil.rmtree(vm_dir, ignore_errors=True)
                 raise
-            record = VMRecord(
-                vm_id=vm_id,
-                vcpus=int(spec["vcpus"]),  # type: ignore[call-overload]
-                memory_mb=int(spec["memory_mb"]),  # type: ignore[call-overload]
-                disk_gib=int(spec["disk_gib"]),  # type: ignore[call-overload]
-                image=image_name,
-                instance_id=secrets.token_hex(16),
-            )
-            record.save(files.record)
-            vm = self.vms[vm_id] = ManagedVM(record, files, self.key)
-            log.info("created VM %s (image %s)", vm_id, image_name)
+            vm = self.vms[vm_id] = ManagedVM(record, files, self.key, identity)
+            log.info("created VM %s (image %s, uid %s)", vm_id, image_name, uid)
             return vm.status()
 
     async def start(self, vm_id: str) -> dict[str, object]:
@@ -214,12 +265,18 @@ class VMManager:
         async with vm.lock:
             if vm.alive():
                 return vm.status()
+            await self.isolation.require()
             await self._cleanup_runtime(vm)
-            await self._launch(vm)
+            uid = self.uids.ensure(vm.record.uid, vm.files.record)
+            if uid != vm.record.uid:
+                vm.record.uid = uid
+                vm.save()
+            await self.isolation.admit(uid)
+            await self._launch(vm, uid)
             self._start_warmup(vm)
             return vm.status()
 
-    async def _launch(self, vm: ManagedVM) -> None:
+    async def _launch(self, vm: ManagedVM, uid: int) -> None:
         image = qemu.BootImage.load(self.config.image_dir, vm.record.image)
         accel = await self.accel()
         tried: set[int] = set()
@@ -227,30 +284,45 @@ class VMManager:
             port = self.ports.reserve(vm.record.vm_id, avoid=tried)
             tried.add(port)
             vm.record.ssh_port, vm.record.accel = port, accel
-            cmd = qemu.qemu_command(
-                accel=accel,
-                image=image,
-                files=vm.files,
-                vcpus=vm.record.vcpus,
-                memory_mb=vm.record.memory_mb,
-                ssh_port=port,
-                instance_id=vm.record.instance_id,
-                authorized_keys=self.authorized_keys,
-            )
+            fds = qemu.open_launch_fds(image, vm.files, vm.identity.host_key_fd())
             try:
-                await qemu.launch(cmd, vm.files.launch_log)
+                cmd = qemu.qemu_command(
+                    accel=accel,
+                    image=image,
+                    fds=fds,
+                    vcpus=vm.record.vcpus,
+                    memory_mb=vm.record.memory_mb,
+                    ssh_port=port,
+                    identity=vm.identity,
+                    node_key=self.key,
+                    restrict_network=self.config.guest_egress == "none",
+                )
+                pid = await qemu.launch(
+                    cmd,
+                    uid=uid,
+                    groups=qemu.guest_groups(accel),
+                    fds=fds,
+                    instance_id=vm.record.instance_id,
+                    qmp_socket=vm.files.qmp_socket,
+                    pidfile=vm.files.pidfile,
+                    output=vm.files.launch_log,
+                )
             except qemu.PortInUseError:
                 self.ports.release(vm.record.vm_id)
+                vm.files.pidfile.unlink(missing_ok=True)
                 continue
             except BaseException:
                 await self._kill_leftover(vm)
                 self.ports.release(vm.record.vm_id)
                 raise
+            finally:
+                fds.close()
             vm.record.expected_running = True
             vm.save()
             log.info(
-                "started VM %s (pid %s, ssh port %s, %s)", vm.record.vm_id, vm.pid, port, accel
-            )
+                "started VM %s (pid %s, uid %s, ssh port %s, %s)",
+                vm.record.vm_id, pid, uid, port, accel,
+            )  # fmt: skip
             return
         raise QemuError("could not find a free port for the SSH forward")
 
@@ -331,6 +403,8 @@ class VMManager:
                 await qemu.kill_qemu(pid, vm.record.instance_id)
             await self._cleanup_runtime(vm)
             shutil.rmtree(vm.files.root, ignore_errors=True)
+            self.uids.release(vm.record.uid, vm.files.record)
+            await self.isolation.forget(vm.record.uid)
             self.vms.pop(vm_id, None)
             log.info("deleted VM %s", vm_id)
 
@@ -368,6 +442,13 @@ class VMManager:
 
 async def _constant(value: str) -> str:
     return value
+
+
+def _disk_mb(path: Path) -> tuple[int, int]:
+    """Size and free space (for the agent's user, so without root's reserve) of ``path``'s
+    filesystem, in MiB: overlays grow there."""
+    usage = os.statvfs(path)
+    return usage.f_blocks * usage.f_frsize // 2**20, usage.f_bavail * usage.f_frsize // 2**20
 
 
 def _mem_total_mb() -> int:

@@ -219,6 +219,9 @@ if REDIS_CONFIGURED:
 NODE_DRIVER = env_str("NODE_DRIVER", "vm_manager.drivers.http.HttpNodeDriver")
 NODE_HEARTBEAT_TIMEOUT_SECONDS = env_int("NODE_HEARTBEAT_TIMEOUT_SECONDS", 60)
 VM_IMAGE = env_str("VM_IMAGE", "default")
+# PEM file of a private CA that signed the agents' TLS certificates (nodes with https URLs);
+# empty: the system's trusted CAs. Verification is never off.
+NODE_TLS_CA_FILE = env_str("NODE_TLS_CA_FILE", "")
 # Run a targeted reconcile in a background thread after a state change commits. Cron's
 # ``manage.py reconcile`` converges anyway; this only makes changes take effect sooner.
 RECONCILE_IN_BACKGROUND = env_bool("RECONCILE_IN_BACKGROUND", default=True)

@@ -6,8 +6,10 @@
 # A Debian bookworm root filesystem (debootstrap, minbase + SSH, systemd, git, python3) on ext4,
 # booted directly with the host's Debian kernel. Nothing is downloaded but Debian packages.
 # The guest learns who it is at boot from QEMU fw_cfg (what the node agent passes):
-#   opt/pequeroku/instance_id     -> /run/pequeroku/instance_id
-#   opt/pequeroku/authorized_keys -> /root/.ssh/authorized_keys
+#   opt/pequeroku/instance_id           -> /run/pequeroku/instance_id
+#   opt/pequeroku/authorized_keys       -> /root/.ssh/authorized_keys
+#   opt/pequeroku/ssh_host_ed25519_key  -> /etc/ssh/ssh_host_ed25519_key (the VM's own host key,
+#                                          pinned by the agent; the image ships no host key)
 # ACPI powerdown (the agent's graceful stop) is handled by systemd-logind, hence dbus.
 # Network is QEMU user-mode: static 10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3.
 #
@@ -93,6 +95,16 @@ if [ -r "$fw/authorized_keys/raw" ]; then
     cat "$fw/authorized_keys/raw" >/root/.ssh/authorized_keys
     chmod 600 /root/.ssh/authorized_keys
 fi
+# This VM's SSH host key, given by the agent at every boot (it pins it); never one shared by
+# every guest of the image. Without one (an older agent), make one here.
+hostkey=/etc/ssh/ssh_host_ed25519_key
+rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
+if [ -r "$fw/ssh_host_ed25519_key/raw" ]; then
+    (umask 077; cat "$fw/ssh_host_ed25519_key/raw" >"$hostkey")
+    ssh-keygen -y -f "$hostkey" >"$hostkey.pub"
+else
+    ssh-keygen -q -t ed25519 -N '' -f "$hostkey"
+fi
 ip link set lo up
 ip link set eth0 up
 ip addr replace 10.0.2.15/24 dev eth0
@@ -120,6 +132,7 @@ WantedBy=multi-user.target
 EOF
 
 cat >"$rootfs/etc/ssh/sshd_config.d/pequeroku.conf" <<'EOF'
+HostKey /etc/ssh/ssh_host_ed25519_key
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -140,6 +153,8 @@ chroot "$rootfs" /bin/sh -ec '
     apt-get clean
 '
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+# No host key in the image: each VM gets its own at boot (see pequeroku-guest-init).
+rm -f "$rootfs"/etc/ssh/ssh_host_*
 
 echo "build-guest-image: writing ext4 ($size) and qcow2"
 mke2fs -q -t ext4 -L pequeroku-root -d "$rootfs" "$work/rootfs.raw" "$size"
@@ -162,7 +177,9 @@ cat >"$stage/manifest.json" <<EOF
   "built_at": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 }
 EOF
-chmod 444 "$stage/rootfs.qcow2"
+# QEMU runs under an unprivileged uid and opens the kernel and initrd itself: readable by all
+# (they are Debian's, not secrets).
+chmod 444 "$stage/rootfs.qcow2" "$stage/vmlinuz" "$stage/initrd.img"
 
 rm -rf "$out.old"
 [[ -d "$out" ]] && mv "$out" "$out.old"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 
 import pytest
 from fastapi.routing import APIWebSocketRoute
@@ -158,6 +159,23 @@ async def test_driver_health_reports_the_forced_accelerator(agent):
 
     assert health["accel"] == "tcg" and health["kvm_available"] is False
     assert health["running_vms"] == 0 and health["capacity_vcpus"] >= 1
+
+
+async def test_health_reports_the_data_dirs_disk_and_the_egress_policy(agent):
+    health = await agent.driver().health()
+    usage = os.statvfs(agent.data_dir)
+
+    assert health["capacity_disk_mb"] == usage.f_blocks * usage.f_frsize // 2**20
+    assert 0 < health["free_disk_mb"] <= health["capacity_disk_mb"]
+    assert abs(health["free_disk_mb"] - usage.f_bavail * usage.f_frsize // 2**20) < 512
+    assert health["guest_isolation"] is True, health["isolation_detail"]  # type: ignore[typeddict-item]
+    assert health["guest_egress"] == "public"  # type: ignore[typeddict-item]
+
+
+def test_the_data_dir_is_private_to_the_agent(agent):
+    for path in (agent.data_dir, agent.data_dir / "vms", agent.data_dir / "ssh"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    assert stat.S_IMODE((agent.data_dir / "ssh" / "id_ed25519").stat().st_mode) == 0o600
 
 
 async def test_driver_maps_agent_errors(agent):

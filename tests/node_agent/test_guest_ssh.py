@@ -1,17 +1,12 @@
 """``node_agent.guest`` against a local SSH server standing in for a guest (no VM boots).
 
-The server speaks real SSH (asyncssh) and runs each command with the host's bash, with ``/app``
-and the instance id file mapped into a temporary directory; the VM tests repeat all of this on
-real guests.
+The server (``fake_guest`` in conftest) speaks real SSH and runs each command with the host's
+bash, with ``/app`` and the instance id file mapped into a temporary directory; the VM tests
+repeat all of this on real guests.
 """
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
@@ -25,78 +20,7 @@ from node_agent.errors import (
     SSHNotReadyError,
 )
 
-INSTANCE_ID = "0123456789abcdef"
-
-
-@dataclass
-class FakeGuest:
-    port: int
-    workspace: Path
-    key: asyncssh.SSHKey
-
-    def connection(self, instance_id: str = INSTANCE_ID) -> guest.GuestConnection:
-        return guest.GuestConnection("vm1", instance_id, lambda: self.port, self.key)
-
-
-class _AcceptKeys(asyncssh.SSHServer):
-    pass
-
-
-def _handler(workspace: Path, id_file: Path) -> Callable[..., Awaitable[None]]:
-    async def handle(process: asyncssh.SSHServerProcess[bytes]) -> None:
-        command = (process.command or "").replace(guest.INSTANCE_ID_PATH, str(id_file))
-        local = await asyncio.create_subprocess_exec(
-            "bash",
-            "-c",
-            command.replace("/app", str(workspace)),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert local.stdin and local.stdout and local.stderr
-
-        async def feed() -> None:
-            while data := await process.stdin.read(65536):
-                local.stdin.write(data)
-                await local.stdin.drain()
-            local.stdin.close()
-
-        async def pump(source: asyncio.StreamReader, sink: asyncssh.SSHWriter[bytes]) -> None:
-            while data := await source.read(65536):
-                sink.write(data)
-
-        await asyncio.gather(
-            feed(), pump(local.stdout, process.stdout), pump(local.stderr, process.stderr)
-        )
-        process.exit(await local.wait())
-
-    return handle
-
-
-@pytest.fixture
-async def fake_guest() -> AsyncIterator[FakeGuest]:
-    root = Path(tempfile.mkdtemp(prefix="pqk-guest-"))  # never under a path containing /app
-    workspace, id_file = root / "ws", root / "instance_id"
-    workspace.mkdir()
-    (workspace / "etc").symlink_to("/etc")
-    id_file.write_text(INSTANCE_ID + "\n")
-    key, authorized = guest.load_or_create_key(root / "ssh")
-    server = await asyncssh.create_server(
-        _AcceptKeys,
-        "127.0.0.1",
-        0,
-        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
-        authorized_client_keys=str(authorized),
-        process_factory=_handler(workspace, id_file),
-        encoding=None,
-    )
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield FakeGuest(port=port, workspace=workspace, key=key)
-    finally:
-        server.close()
-        await server.wait_closed()
-        shutil.rmtree(root, ignore_errors=True)
+from .conftest import INSTANCE_ID
 
 
 async def test_banner_probe_sees_ssh(fake_guest):
@@ -122,8 +46,24 @@ async def test_a_guest_with_another_instance_id_is_refused(fake_guest):
     assert not connection.ready()
 
 
+async def test_a_guest_with_another_host_key_is_refused_even_with_the_right_instance_id(
+    fake_guest, caplog
+):
+    impostor = asyncssh.generate_private_key("ssh-ed25519")
+    connection = fake_guest.connection(
+        host_key=asyncssh.import_public_key(impostor.export_public_key())
+    )
+
+    with pytest.raises(IdentityMismatchError):
+        await connection.get()
+    assert not connection.ready()
+    assert "identity mismatch: host key" in caplog.text
+
+
 async def test_no_ssh_on_the_port_is_not_ready(fake_guest):
-    connection = guest.GuestConnection("vm1", INSTANCE_ID, lambda: None, fake_guest.key)
+    connection = guest.GuestConnection(
+        "vm1", INSTANCE_ID, lambda: None, fake_guest.key, fake_guest.host_key
+    )
 
     with pytest.raises(SSHNotReadyError):
         await connection.get()

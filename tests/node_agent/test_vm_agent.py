@@ -23,15 +23,20 @@ from pathlib import Path
 import pytest
 
 from node_agent.qemu import VMFiles, qemu_alive, read_pid
-from vm_manager.drivers import GuestFileNotFound, PathNotAllowed, VMNotFound, VMNotRunning
+from vm_manager.drivers import (
+    GuestFileNotFound,
+    NodeBadRequest,
+    PathNotAllowed,
+    VMNotFound,
+    VMNotRunning,
+)
 from vm_manager.drivers.http import HttpNodeDriver
 
-from .conftest import AgentProcess, kill_vms, spawn_agent
+from .conftest import AgentProcess, boot, kill_vms, spawn_agent, wait_ssh_ready
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 
 VM_A, VM_B = "vm-a", "vm-b"
-BOOT_TIMEOUT = 300.0
 
 
 @dataclass
@@ -56,27 +61,6 @@ class VMEnv:
 
     def alive(self, vm_id: str) -> bool:
         return qemu_alive(self.pid(vm_id), str(self.record(vm_id)["instance_id"]))
-
-
-def spec(vm_id: str) -> dict[str, object]:
-    return {"vm_id": vm_id, "vcpus": 1, "memory_mb": 512, "disk_gib": 4, "image": "default"}
-
-
-async def wait_ssh_ready(driver: HttpNodeDriver, vm_id: str, timeout: float = BOOT_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = await driver.vm_status(vm_id)
-        assert status["state"] == "running", status
-        if status["ssh_ready"]:
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{vm_id} not SSH-ready after {timeout:.0f}s")
-
-
-async def boot(driver: HttpNodeDriver, vm_id: str) -> None:
-    await driver.vm_create(spec(vm_id))  # type: ignore[arg-type]
-    await driver.vm_start(vm_id)
-    await wait_ssh_ready(driver, vm_id)
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +143,22 @@ async def test_archives_hold_the_workspace(env, two_vms):
         assert archive.read("pkg/data.txt") == b"payload"
     with tarfile.open(fileobj=io.BytesIO(tarred), mode="r:gz") as archive:
         assert "./pkg/data.txt" in archive.getnames()
+
+
+async def test_a_sparse_file_stays_small_in_a_tar_gz_and_a_zip_of_it_is_refused(env, two_vms):
+    driver = env.driver()
+    await driver.exec(VM_A, "mkdir -p /app/big && truncate -s 4G /app/big/sparse.img")
+    try:
+        tarred = b"".join([chunk async for chunk in driver.archive(VM_A, "/app/big", "tar.gz")])
+        with pytest.raises(NodeBadRequest, match="more than the 1024 MiB"):
+            async for _ in driver.archive(VM_A, "/app/big", "zip"):
+                pass
+    finally:
+        await driver.exec(VM_A, "rm -rf /app/big")
+
+    assert len(tarred) < 64 * 1024
+    with tarfile.open(fileobj=io.BytesIO(tarred), mode="r:gz") as archive:
+        assert archive.getmember("./sparse.img").size == 4 * 1024**3
 
 
 async def test_exec_output_is_bounded_and_timeouts_are_reported(env, two_vms):

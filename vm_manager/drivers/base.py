@@ -51,6 +51,8 @@ class NodeHealth(TypedDict):
     used_vcpus: int
     used_mem_mb: int
     running_vms: int
+    capacity_disk_mb: int
+    free_disk_mb: int
 
 
 class ExecResult(TypedDict):

@@ -4,12 +4,17 @@ Entry points: ``HttpNodeDriver(base_url, token)`` and ``HttpNodeDriver.for_node(
 Agent errors carry ``{"detail", "code"}``; ``_raise_for`` maps status and code to the
 ``NodeError`` subclasses. The token is sent as a bearer header only and never appears in an
 exception message or a log line.
+
+TLS: a node with ``use_tls`` has an ``https://`` URL; the agent's certificate is always verified
+(HTTP and the terminal WebSocket alike), against the system's trusted CAs or, when the
+``NODE_TLS_CA_FILE`` setting names a PEM file, against that private CA only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -79,18 +84,36 @@ def _raise_for(response: httpx.Response) -> None:
     raise _error_for(response.status_code, response.content)
 
 
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Certificate and host name checks on; trust ``ca_file`` alone when given."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def _configured_ca_file() -> str | None:
+    from django.conf import settings
+
+    return getattr(settings, "NODE_TLS_CA_FILE", "") or None
+
+
 class HttpNodeDriver:
-    def __init__(self, base_url: str, token: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        ca_file: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.timeout = timeout
+        self._tls = tls_context(ca_file) if self.base_url.startswith("https://") else None
 
     def __repr__(self) -> str:
         return f"HttpNodeDriver({self.base_url!r})"
 
     @classmethod
     def for_node(cls, node: Node) -> HttpNodeDriver:
-        return cls(node.agent_url, node.auth_token)
+        return cls(node.agent_url, node.auth_token, ca_file=_configured_ca_file())
 
     # -- transport --------------------------------------------------------------------------
 
@@ -99,6 +122,7 @@ class HttpNodeDriver:
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {self._token}"},
             timeout=timeout or self.timeout,
+            verify=self._tls or True,
         )
 
     async def _request(
@@ -209,6 +233,7 @@ class HttpNodeDriver:
                 additional_headers={"Authorization": f"Bearer {self._token}"},
                 open_timeout=self.timeout,
                 max_size=None,
+                ssl=self._tls,
             )
         except InvalidStatus as exc:
             raise _error_for(exc.response.status_code, exc.response.body or b"") from None
