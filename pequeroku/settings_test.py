@@ -41,7 +41,7 @@ STORAGES = {
 }
 REST_FRAMEWORK = {
     **REST_FRAMEWORK,  # noqa: F405
-    "DEFAULT_THROTTLE_RATES": {"anon": "10000/min", "user": "10000/min", "login": "10/min"},
+    "DEFAULT_THROTTLE_RATES": {"anon": "10000/min", "user": "10000/min"},
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 # Tests serve no static files; WhiteNoise would warn that STATIC_ROOT was never collected.
