@@ -7,6 +7,8 @@ default SECRET_KEY or without REDIS_URL: several workers cannot share an in-memo
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -114,18 +116,42 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
-def redis_channel_layer(url: str, prefix: str) -> dict[str, object]:
-    """The Redis channel layer's settings (also used by the test settings)."""
+def channel_layer_keys(secret_key: str) -> list[str]:
+    """Keys that authenticate (and encrypt) channel-layer messages.
+
+    ``CHANNEL_LAYER_KEYS`` (comma-separated; the first encrypts, every one decrypts, so a key
+    can be rotated), or one derived from SECRET_KEY for this purpose only.
+    """
+    configured = env_list("CHANNEL_LAYER_KEYS")
+    if configured:
+        return configured
+    return [hmac.new(secret_key.encode(), b"pequeroku.channel-layer", hashlib.sha256).hexdigest()]
+
+
+def redis_channel_layer(url: str, prefix: str, keys: list[str]) -> dict[str, object]:
+    """The Redis channel layer's settings (also used by the test settings).
+
+    ``url`` may carry credentials (``redis://:password@host:6379/1``, ``rediss://`` for TLS);
+    every Redis client of the project (layer, revisions, cache, /readyz) is built from it.
+    Messages are Fernet-encrypted and authenticated with ``keys``: one written to Redis by
+    anyone without them is refused by the consumer it targets.
+    """
     return {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # redis-py >= 6 times reads out after 5 s, the same 5 s channels-redis blocks
         # for in BZPOPMIN: every idle consumer's receive loop would die after 5 s.
-        "CONFIG": {"hosts": [{"address": url, "socket_timeout": 30}], "prefix": prefix},
+        "CONFIG": {
+            "hosts": [{"address": url, "socket_timeout": 30}],
+            "prefix": prefix,
+            "symmetric_encryption_keys": keys,
+        },
     }
 
 
 if REDIS_CONFIGURED:
-    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, REDIS_PREFIX)}
+    CHANNEL_LAYERS = {
+        "default": redis_channel_layer(REDIS_URL, REDIS_PREFIX, channel_layer_keys(SECRET_KEY))
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

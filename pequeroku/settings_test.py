@@ -29,7 +29,9 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 if os.environ.get("PEQUEROKU_TEST_REDIS"):
     CHANNEL_LAYERS = {
         "default": redis_channel_layer(  # noqa: F405
-            os.environ["PEQUEROKU_TEST_REDIS"], "pequeroku-test:"
+            os.environ["PEQUEROKU_TEST_REDIS"],
+            "pequeroku-test:",
+            channel_layer_keys(SECRET_KEY),  # noqa: F405
         )
     }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
