@@ -13,8 +13,9 @@ from unittest import mock
 
 import pytest
 from django.contrib.auth.hashers import MD5PasswordHasher
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.core.cache import cache
+from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -136,3 +137,17 @@ def hasher_calls() -> Iterator[Callable[[], int]]:
         MD5PasswordHasher, "encode", autospec=True, side_effect=MD5PasswordHasher.encode
     ) as encode:
         yield lambda: encode.call_count
+
+
+@pytest.fixture
+def staff_with(make_user: Callable[..., User]) -> Callable[..., Client]:
+    """A logged-in admin client of a staff member holding exactly ``codenames``."""
+
+    def make(*codenames: str) -> Client:
+        staff = make_user(f"staff-{'-'.join(codenames)}", is_staff=True)
+        staff.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+        client = Client()
+        client.force_login(staff)
+        return client
+
+    return make

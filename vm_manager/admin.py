@@ -8,6 +8,7 @@ from django.db.models import IntegerField, OuterRef, QuerySet, Subquery, Sum, Va
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
+from pequeroku.admin import SecretFieldsAdmin
 from pequeroku.errors import DomainError
 from vm_manager import services
 from vm_manager.models import (
@@ -147,7 +148,11 @@ class ContainerAdmin(admin.ModelAdmin):
 
 
 class NodeForm(forms.ModelForm):
-    """The agent token is write-only: never rendered back, kept when left blank."""
+    """The agent token is write-only: never rendered back, kept when left blank.
+
+    Pointing the node somewhere else (address, port, TLS) sends the token there on the next
+    heartbeat, so that change needs the token entered again.
+    """
 
     auth_token = forms.CharField(
         required=False,
@@ -175,14 +180,25 @@ class NodeForm(forms.ModelForm):
         token = self.cleaned_data.get("auth_token", "")
         if token:
             return token
-        if self.instance.pk:
-            return self.instance.auth_token
-        raise forms.ValidationError("A new node needs its agent token.")
+        if not self.instance.pk:
+            raise forms.ValidationError("A new node needs its agent token.")
+        moved = sorted(set(self.changed_data) & set(TOKEN_DESTINATION_FIELDS))
+        if moved:
+            raise forms.ValidationError(
+                f"Changing {', '.join(moved)} sends the token to the new place: "
+                "enter the agent token again."
+            )
+        return self.instance.auth_token
+
+
+# Where the node's token is sent: changing any of these needs the token entered again.
+TOKEN_DESTINATION_FIELDS = ("address", "port", "use_tls")
 
 
 @admin.register(Node)
-class NodeAdmin(admin.ModelAdmin):
+class NodeAdmin(SecretFieldsAdmin):
     form = NodeForm
+    secret_fields = ("auth_token",)
     list_display = (
         "name",
         "agent_url",
