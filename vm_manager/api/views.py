@@ -421,13 +421,16 @@ class ContainerViewSet(
 # -- templates -----------------------------------------------------------------------------
 
 
-class StaffWritesOnly(permissions.BasePermission):
-    """Everyone reads (and applies) the templates they can see; only staff change them."""
+class StaffWritesOnly(permissions.DjangoModelPermissions):
+    """Everyone reads (and applies) the templates they can see; changing them takes a staff
+    account holding the model permission (add/change/delete_filetemplate), as in the admin."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if request.method in permissions.SAFE_METHODS or getattr(view, "action", "") == "apply":
             return True
-        return bool(request.user and request.user.is_staff)
+        return bool(request.user and request.user.is_staff) and super().has_permission(
+            request, view
+        )
 
 
 class TemplateViewSet(viewsets.ModelViewSet):
