@@ -246,6 +246,9 @@ SPECTACULAR_SETTINGS = {
 
 # Uploads through the REST API (upload_file): larger bodies are refused with 413.
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 32 * 1024 * 1024)
+# Every other request body (API JSON, admin forms, login): larger ones are refused with 413
+# before Django reads them (pequeroku.body_limit, under ASGI).
+MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 # exec_command: seconds a command may run before it is killed.
 EXEC_TIMEOUT_SECONDS = env_int("EXEC_TIMEOUT_SECONDS", 30)
 

@@ -32,6 +32,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 
 from internal_config.audit import audit_log_http, redact_secrets
+from pequeroku.body_limit import MULTIPART_SLACK_BYTES
 from pequeroku.origins import CrossOriginRefused, require_same_site_login
 from vm_manager import container_actions, selectors, services, template_services
 from vm_manager.api.audit import audited
@@ -65,8 +66,6 @@ from vm_manager.models import Container, ContainerType, FileTemplate
 
 M = TypeVar("M", bound=Model)
 
-# Multipart framing around the file; a body larger than limit + this is refused unread.
-MULTIPART_SLACK_BYTES = 64 * 1024
 ARCHIVE_CONTENT_TYPES = {"zip": "application/zip", "tar.gz": "application/gzip"}
 
 
