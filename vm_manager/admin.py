@@ -21,10 +21,27 @@ from vm_manager.models import (
     Team,
     TeamMembership,
 )
+from vm_manager.names import display_name_validator, no_markup_validator
+
+
+class ShownNamesAdmin(admin.ModelAdmin):
+    """Names and texts that other users see follow ``vm_manager.names``' rules here too."""
+
+    display_name_fields: tuple[str, ...] = ("name",)
+    markup_free_fields: tuple[str, ...] = ()
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is not None and db_field.name in self.display_name_fields:
+            field.validators.append(display_name_validator)
+        if field is not None and db_field.name in self.markup_free_fields:
+            field.validators.append(no_markup_validator)
+        return field
 
 
 @admin.register(ContainerType)
-class ContainerTypeAdmin(admin.ModelAdmin):
+class ContainerTypeAdmin(ShownNamesAdmin):
+    display_name_fields = ("container_type_name",)
     list_display = (
         "container_type_name",
         "vcpus",
@@ -97,7 +114,7 @@ class ResourceQuotaAdmin(admin.ModelAdmin):
 
 
 @admin.register(Container)
-class ContainerAdmin(admin.ModelAdmin):
+class ContainerAdmin(ShownNamesAdmin):
     list_display = (
         "name",
         "user",
@@ -221,7 +238,8 @@ class FileTemplateItemInline(admin.TabularInline):
 
 
 @admin.register(FileTemplate)
-class FileTemplateAdmin(admin.ModelAdmin):
+class FileTemplateAdmin(ShownNamesAdmin):
+    markup_free_fields = ("description",)
     list_display = ("name", "slug", "public", "items_count", "updated_at")
     list_filter = ("public",)
     search_fields = ("name", "slug", "description")
@@ -245,7 +263,7 @@ class TeamMembershipInline(admin.TabularInline):
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(ShownNamesAdmin):
     list_display = ("name", "owner", "active", "created_at")
     list_filter = ("active",)
     search_fields = ("name", "owner__username")

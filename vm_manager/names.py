@@ -1,8 +1,35 @@
-"""Friendly random container names: ``<adjective>-<noun>-<4 hex>``."""
+"""Names: the friendly random container names, and what a name people choose may contain.
+
+Entry points: ``friendly_name()``, ``display_name_validator``, ``no_markup_validator``.
+
+Names that one user chooses and others see (container names, template names, team and type
+names) are limited to letters and digits of any script, space, ``.``, ``_`` and ``-``, which is
+what the generated names use: nothing a browser could take for markup, an attribute or an
+entity, however a client inserts them. Free text shown to others (template descriptions) may
+not contain ``<`` or ``>``, so it can never open a tag.
+"""
 
 from __future__ import annotations
 
+import re
 import secrets
+
+from django.core.validators import RegexValidator
+
+DISPLAY_NAME_CHARACTERS = "letters, digits, spaces, '.', '_' and '-'"
+
+display_name_validator = RegexValidator(
+    regex=re.compile(r"^[\w .-]+\Z"),  # \w: letters and digits of any script, and "_"
+    message=f"Names may contain only {DISPLAY_NAME_CHARACTERS}.",
+    code="invalid_name",
+)
+
+no_markup_validator = RegexValidator(
+    regex=re.compile(r"[<>]"),
+    inverse_match=True,
+    message="This text may not contain '<' or '>'.",
+    code="markup",
+)
 
 ADJECTIVES = (
     "amber",
