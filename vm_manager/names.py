@@ -14,22 +14,28 @@ from __future__ import annotations
 import re
 import secrets
 
-from django.core.validators import RegexValidator
+from django.core.exceptions import ValidationError
 
 DISPLAY_NAME_CHARACTERS = "letters, digits, spaces, '.', '_' and '-'"
+DISPLAY_NAME_HELP = f"Only {DISPLAY_NAME_CHARACTERS}."
+NO_MARKUP_HELP = "May not contain '<' or '>'."
 
-display_name_validator = RegexValidator(
-    regex=re.compile(r"^[\w .-]+\Z"),  # \w: letters and digits of any script, and "_"
-    message=f"Names may contain only {DISPLAY_NAME_CHARACTERS}.",
-    code="invalid_name",
-)
+# \w: letters and digits of any script, and "_". Plain functions rather than RegexValidator:
+# the OpenAPI schema would publish the pattern, and JSON Schema regexes read \w and \Z otherwise.
+_DISPLAY_NAME = re.compile(r"[\w .-]+")
 
-no_markup_validator = RegexValidator(
-    regex=re.compile(r"[<>]"),
-    inverse_match=True,
-    message="This text may not contain '<' or '>'.",
-    code="markup",
-)
+
+def display_name_validator(value: str) -> None:
+    if not _DISPLAY_NAME.fullmatch(value):
+        raise ValidationError(
+            f"Names may contain only {DISPLAY_NAME_CHARACTERS}.", code="invalid_name"
+        )
+
+
+def no_markup_validator(value: str) -> None:
+    if "<" in value or ">" in value:
+        raise ValidationError("This text may not contain '<' or '>'.", code="markup")
+
 
 ADJECTIVES = (
     "amber",
