@@ -21,6 +21,7 @@ from ai_services import services
 from ai_services.errors import AIError
 from ai_services.session import AISession
 from internal_config.audit import scope_client_info
+from pequeroku.layer_guard import channel_layer_accepts
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ def uses_group(user_pk: int) -> str:
 
 
 class AIConsumer(AsyncWebsocketConsumer):
+    channel_receive = channel_layer_accepts("ai.uses")  # never a client frame via the layer
     session: AISession | None = None
     turn_task: asyncio.Task[None] | None = None
     group: str | None = None

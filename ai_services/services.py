@@ -7,9 +7,12 @@ Entry points: ``ai_container_for_user``, ``ai_uses_left``, ``ai_turn_begin``,
 Daily uses are spent atomically across sockets and workers: ``ai_turn_begin`` locks the user's
 quota row, counts today's AIUsageLog rows (UTC day) and inserts this turn's row before the
 provider is called, so a second socket of the same user waits for the lock and sees the row.
-An answered turn fills the row in (``ai_turn_complete``); a failed one deletes it
-(``ai_turn_abort``), so a failure spends nothing. Nothing lives in process memory: every turn
-reads the memory row afresh and appends to it under a row lock.
+An answered turn fills the row in (``ai_turn_complete``). A turn that ends early
+(``ai_turn_abort``: provider failure, timeout, the socket went away) gives the use back only if
+the provider never answered and no tool ran; once it had streamed anything or a tool had run,
+the use stays spent and the row records what was produced, whatever the client does. Nothing
+lives in process memory: every turn reads the memory row afresh and appends to it under a row
+lock.
 """
 
 from __future__ import annotations
@@ -146,7 +149,20 @@ def ai_turn_complete(
 
 
 @transaction.atomic
-def ai_turn_abort(user: Any, usage_log_id: int) -> int:
-    """Give back the use reserved by a turn that got no answer; returns uses left today."""
-    AIUsageLog.objects.filter(pk=usage_log_id, user_id=user.pk).delete()
+def ai_turn_abort(user: Any, usage_log_id: int, partial: AgentAnswer | None = None) -> int:
+    """End a turn that got no complete answer; returns uses left today.
+
+    The reserved use goes back unless ``partial`` shows the turn was spent (the provider
+    streamed output or a tool ran): then its row keeps the text and tokens seen so far.
+    """
+    rows = AIUsageLog.objects.filter(pk=usage_log_id, user_id=user.pk)
+    if partial is not None and partial.spent:
+        rows.update(
+            response=partial.text,
+            model=partial.model[:200],
+            prompt_tokens=partial.prompt_tokens,
+            completion_tokens=partial.completion_tokens,
+        )
+    else:
+        rows.delete()
     return ai_uses_left(user)

@@ -7,7 +7,8 @@ container went out of reach since the socket opened), ``None`` to keep it open.
 Wire events (see docs/ai.md): a turn sends tool announcements and the answer as
 ``start_text`` / ``text``... / ``finish_text`` triples, then ``memory_data`` and a fresh
 ``connected``. A provider failure ends the open triple with a readable message and a
-``finish_text``, gives the reserved use back and announces the unchanged count.
+``finish_text``; the reserved use goes back only when the provider had produced nothing and no
+tool had run (otherwise it stays spent, as it does when the socket goes away mid-turn).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -45,6 +46,7 @@ class _AnswerStream:
     send: Send
     open: bool = False
     sent_text: bool = False
+    streamed: list[str] = field(default_factory=list)
 
     async def tool_started(self, name: str) -> None:
         await self.close()
@@ -55,6 +57,7 @@ class _AnswerStream:
             await self.send({"event": "start_text", "role": "assistant"})
             self.open = True
         self.sent_text = True
+        self.streamed.append(content)
         await self.send({"event": "text", "content": content})
 
     async def close(self) -> None:
@@ -139,15 +142,19 @@ class AISession:
             await triple(self.send, exc.message)
             return exc.close_code
         stream = _AnswerStream(self.send)
+        progress = AgentAnswer(text="", model=start.provider.model)
         try:
-            answer = await self._run_agent(start, prompt, stream)
+            answer = await self._run_agent(start, prompt, stream, progress)
         except ProviderFailure as failure:
-            await self._fail(stream, start.usage_log_id, str(failure))
+            await self._fail(stream, start.usage_log_id, progress, str(failure))
             return None
         except BaseException:
-            # Cancelled (socket gone) or a bug: the reserved use goes back either way.
+            # Cancelled (socket gone) or a bug: the use goes back only if nothing was spent.
+            progress.text = "".join(stream.streamed)
             await asyncio.shield(
-                database_sync_to_async(services.ai_turn_abort)(self.user, start.usage_log_id)
+                database_sync_to_async(services.ai_turn_abort)(
+                    self.user, start.usage_log_id, progress
+                )
             )
             raise
         if not stream.sent_text:
@@ -163,7 +170,11 @@ class AISession:
         return None
 
     async def _run_agent(
-        self, start: services.TurnStart, prompt: str, stream: _AnswerStream
+        self,
+        start: services.TurnStart,
+        prompt: str,
+        stream: _AnswerStream,
+        progress: AgentAnswer,
     ) -> AgentAnswer:
         container = start.container
         try:
@@ -174,18 +185,25 @@ class AISession:
         client = get_openai_client(start.provider)
         try:
             agent = DevAgent(client, start.provider.model, tools)
-            return await agent.run(start.history, prompt, stream)
+            return await agent.run(start.history, prompt, stream, progress)
         finally:
             await client.close()
 
-    async def _fail(self, stream: _AnswerStream, usage_log_id: int, message: str) -> None:
-        uses_left = await database_sync_to_async(services.ai_turn_abort)(self.user, usage_log_id)
+    async def _fail(
+        self, stream: _AnswerStream, usage_log_id: int, progress: AgentAnswer, message: str
+    ) -> None:
+        progress.text = "".join(stream.streamed)
+        uses_left = await database_sync_to_async(services.ai_turn_abort)(
+            self.user, usage_log_id, progress
+        )
         if stream.open:
             await stream.text_chunk(f"\n\n{message}")
         else:
             await stream.text_chunk(message)
         await stream.close()
         await self.connected(uses_left)
+        if progress.spent and self.announce is not None:
+            await self.announce(uses_left)
 
     async def _audit_tool(
         self, name: str, metadata: dict[str, Any], success: bool, message: str

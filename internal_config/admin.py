@@ -6,14 +6,28 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 
-from internal_config.defaults import SECRET_CONFIG_NAMES
+from internal_config.defaults import SECRET_CONFIG_NAMES, SECRET_DESTINATIONS
 from internal_config.models import AIMemory, AIUsageLog, AuditLog, Config, TokenPrices
+from internal_config.services import config_set
+from pequeroku.admin import SecretFieldsAdmin
 
 MASK = "••••••••"
 
 
 class ConfigForm(forms.ModelForm):
-    """Secret values are write-only: shown masked, kept when the field is left blank."""
+    """Secret values are write-only: shown masked, kept when the field is left blank.
+
+    A row that says where a secret goes (``SECRET_DESTINATIONS``: the provider URL) has a
+    second field for that secret, required when the value changes, so the stored key is never
+    sent to a new place by someone who does not know it.
+    """
+
+    secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        label="API key",
+        help_text="Required when the URL changes: the key is sent to the new URL.",
+    )
 
     class Meta:
         model = Config
@@ -27,6 +41,12 @@ class ConfigForm(forms.ModelForm):
                 widget=forms.PasswordInput(render_value=False),
                 help_text="Secret: leave blank to keep the current value.",
             )
+        if self.secret_name is None:
+            del self.fields["secret"]
+
+    @property
+    def secret_name(self) -> str | None:
+        return SECRET_DESTINATIONS.get(self.instance.name) if self.instance.pk else None
 
     def clean_value(self) -> str:
         value = self.cleaned_data.get("value", "")
@@ -34,16 +54,56 @@ class ConfigForm(forms.ModelForm):
             return self.instance.value
         return value
 
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.secret_name and "value" in self.changed_data and not cleaned.get("secret"):
+            self.add_error(
+                "secret",
+                f"Changing this sends {self.secret_name} to the new place: "
+                "enter the API key again.",
+            )
+        return cleaned
+
 
 @admin.register(Config)
-class ConfigAdmin(admin.ModelAdmin):
+class ConfigAdmin(SecretFieldsAdmin):
     form = ConfigForm
     list_display = ("name", "shown_value", "description", "updated_at")
     search_fields = ("name", "description")
+    # Any row's value: a lookup on it would reveal the secret rows' values by prefix.
+    secret_fields = ("value",)
 
     @admin.display(description="value")
     def shown_value(self, obj: Config) -> str:
         return MASK if obj.name in SECRET_CONFIG_NAMES else obj.value
+
+    def hidden_secret_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        if obj is None or obj.name not in SECRET_CONFIG_NAMES:
+            return ()
+        return super().hidden_secret_fields(request, obj)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = [name for name in super().get_fields(request, obj) if name != "secret"]
+        if (
+            obj is not None
+            and obj.name in SECRET_DESTINATIONS
+            and self.has_change_permission(request, obj)
+        ):
+            fields.append("secret")
+        return fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        # Masking goes by name: renaming a secret row would unmask it.
+        if obj is not None and obj.name in SECRET_CONFIG_NAMES:
+            readonly += ("name",)
+        return readonly
+
+    def save_model(self, request: HttpRequest, obj: Config, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        secret = form.cleaned_data.get("secret")
+        if secret and form.secret_name:
+            config_set(form.secret_name, secret)
 
 
 @admin.register(AuditLog)

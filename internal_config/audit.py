@@ -1,13 +1,15 @@
 """Writing the audit trail from HTTP requests and WebSocket scopes.
 
-Entry points: ``audit_log_http(request, ...)``, ``audit_log_ws(...)``, ``client_ip(meta)``.
-An audit write never breaks the action it records: failures are logged and swallowed.
+Entry points: ``audit_log_http(request, ...)``, ``audit_log_ws(...)``, ``client_ip(meta)``,
+``redact_secrets(text)``. An audit write never breaks the action it records: failures are logged
+and swallowed.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +21,8 @@ from internal_config.models import AuditLog
 logger = logging.getLogger(__name__)
 
 MAX_USER_AGENT = 512
+# ``audit_log_http``'s default: the row's user is whoever the request is authenticated as.
+REQUEST_USER: Any = object()
 
 
 def _valid_ip(raw: str | None) -> str | None:
@@ -32,13 +36,54 @@ def _valid_ip(raw: str | None) -> str | None:
 
 
 def client_ip(meta: dict[str, Any]) -> str | None:
-    """REMOTE_ADDR, or the first address of the trusted proxy header when one is configured."""
+    """The client's address: REMOTE_ADDR, or the right-most untrusted hop of the proxy header.
+
+    Each trusted proxy appends the address it received the request from, so with
+    ``TRUSTED_PROXY_COUNT`` proxies the client is that many entries from the right; whatever
+    stands further left was written by the client and is never believed.
+    """
     header = settings.TRUSTED_PROXY_IP_HEADER
     if header and meta.get(header):
-        forwarded = _valid_ip(str(meta[header]).split(",")[0])
-        if forwarded:
-            return forwarded
+        hops = [hop.strip() for hop in str(meta[header]).split(",") if hop.strip()]
+        count = max(1, settings.TRUSTED_PROXY_COUNT)
+        if hops:
+            forwarded = _valid_ip(hops[-count] if len(hops) >= count else hops[0])
+            if forwarded:
+                return forwarded
     return _valid_ip(meta.get("REMOTE_ADDR"))
+
+
+# Typed secrets that commands commonly carry; what is kept says which rule matched.
+_SECRET_NAMES = "password|passwd|passphrase|secret|token|api[_-]?key|access[_-]?key"  # noqa: S105
+_SECRET_PATTERNS = (
+    # scheme://user:password@host
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@"), r"\1***@"),
+    # Authorization: Bearer xyz / Basic xyz / token xyz
+    (
+        re.compile(r"(?i)\b(authorization:?\s*['\"]?\s*(?:bearer|basic|token)\s+)[^\s'\"]+"),
+        r"\1***",
+    ),
+    # password=..., API_KEY: ..., --token ... (a flag's value may follow a space)
+    (
+        re.compile(
+            rf"(?i)((?:\b[\w-]*(?:{_SECRET_NAMES})[\w-]*[\"']?\s*[=:]"
+            rf"|(?<![\w-])--?[\w-]*(?:{_SECRET_NAMES})[\w-]*\s)\s*['\"]?)[^\s'\"&]+"
+        ),
+        r"\1***",
+    ),
+    # Well-known token shapes (GitHub, OpenAI-style, AWS, Slack).
+    (re.compile(r"\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]{20,}"), "***"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), "***"),
+    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "***"),
+    (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), "***"),
+)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with credentials a user typed replaced by ``***``, for audit rows."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def _write(**fields: Any) -> AuditLog | None:
@@ -63,11 +108,15 @@ def audit_log_http(
     message: str = "",
     metadata: dict[str, Any] | None = None,
     success: bool = True,
-    user: Any = None,
+    user: Any = REQUEST_USER,
 ) -> AuditLog | None:
-    if user is None:
+    """One row for ``request``; ``user=None`` records an anonymous actor without touching
+    ``request.user`` (reading it on a DRF request authenticates again)."""
+    if user is REQUEST_USER:
         request_user = getattr(request, "user", None)
         user = request_user if getattr(request_user, "is_authenticated", False) else None
+    elif user is not None and not getattr(user, "is_authenticated", False):
+        user = None
     return _write(
         user=user,
         action=action,
@@ -110,7 +159,11 @@ def audit_log_ws(
 
 def scope_client_info(scope: dict[str, Any]) -> tuple[str | None, str]:
     """(ip, user agent) of a Channels scope, honouring the trusted proxy header."""
-    headers = {k.decode("latin1").lower(): v.decode("latin1") for k, v in scope.get("headers", [])}
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        name, value = raw_name.decode("latin1").lower(), raw_value.decode("latin1")
+        # Repeated headers are one comma-separated list, as Django builds META.
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
     meta: dict[str, Any] = {
         "REMOTE_ADDR": (scope.get("client") or [None])[0],
     }

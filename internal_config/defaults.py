@@ -22,3 +22,5 @@ CONFIG_DEFAULTS: tuple[ConfigDefault, ...] = (
 )
 
 SECRET_CONFIG_NAMES = frozenset({"openai_api_key"})
+# Rows whose value says where a secret is sent: changing one needs that secret entered again.
+SECRET_DESTINATIONS = {"openai_api_url": "openai_api_key"}

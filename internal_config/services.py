@@ -1,6 +1,6 @@
 """Config reads and seeding.
 
-Entry points: ``config_get``, ``config_get_int``, ``config_seed_defaults``.
+Entry points: ``config_get``, ``config_get_int``, ``config_set``, ``config_seed_defaults``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,15 @@ def config_get_int(name: str, default: int) -> int:
         return int(str(raw).strip()) if raw is not None else default
     except ValueError:
         return default
+
+
+def config_set(name: str, value: str) -> Config:
+    """Store ``value`` under ``name`` (creating the row when it is missing)."""
+    row, created = Config.objects.get_or_create(name=name, defaults={"value": value})
+    if not created and row.value != value:
+        row.value = value
+        row.save(update_fields=["value", "updated_at"])
+    return row
 
 
 def config_seed_defaults() -> int:

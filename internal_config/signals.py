@@ -38,13 +38,16 @@ def audit_login_failed(
 ) -> None:
     username = str(credentials.get("username", ""))[:150]
     if request is not None:
+        # DRF's HTTP Basic hands over its own Request, whose ``.user`` would authenticate
+        # again (and fail again, recursively); the actor of a failed login is anonymous.
         audit_log_http(
-            request,
+            getattr(request, "_request", request),
             action="login",
             target_type="user",
             message="invalid credentials",
             metadata={"username": username},
             success=False,
+            user=None,
         )
     else:
         audit_log_ws(

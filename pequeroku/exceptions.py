@@ -15,7 +15,10 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from pequeroku.auth import BasicLoginFailed
 from pequeroku.errors import DomainError
+
+BASIC_CHALLENGE = 'Basic realm="api"'
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -46,4 +49,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         response.data = {"detail": " ".join(map(str, response.data)), "code": "invalid"}
     if response.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
         response.data["code"] = "throttled"
+    if isinstance(exc, BasicLoginFailed):
+        response.status_code = status.HTTP_401_UNAUTHORIZED
+        response["WWW-Authenticate"] = BASIC_CHALLENGE
     return response

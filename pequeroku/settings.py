@@ -7,6 +7,8 @@ default SECRET_KEY or without REDIS_URL: several workers cannot share an in-memo
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -42,7 +44,7 @@ if not DEBUG:
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "pequeroku.apps.AdminConfig",  # django.contrib.admin with the throttle-aware login
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -114,20 +116,57 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
-def redis_channel_layer(url: str, prefix: str) -> dict[str, object]:
-    """The Redis channel layer's settings (also used by the test settings)."""
+def channel_layer_keys(secret_key: str) -> list[str]:
+    """Keys that authenticate (and encrypt) channel-layer messages.
+
+    ``CHANNEL_LAYER_KEYS`` (comma-separated; the first encrypts, every one decrypts, so a key
+    can be rotated), or one derived from SECRET_KEY for this purpose only.
+    """
+    configured = env_list("CHANNEL_LAYER_KEYS")
+    if configured:
+        return configured
+    return [hmac.new(secret_key.encode(), b"pequeroku.channel-layer", hashlib.sha256).hexdigest()]
+
+
+def redis_channel_layer(url: str, prefix: str, keys: list[str]) -> dict[str, object]:
+    """The Redis channel layer's settings (also used by the test settings).
+
+    ``url`` may carry credentials (``redis://:password@host:6379/1``, ``rediss://`` for TLS);
+    every Redis client of the project (layer, revisions, cache, /readyz) is built from it.
+    Messages are Fernet-encrypted and authenticated with ``keys``: one written to Redis by
+    anyone without them is refused by the consumer it targets.
+    """
     return {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # redis-py >= 6 times reads out after 5 s, the same 5 s channels-redis blocks
         # for in BZPOPMIN: every idle consumer's receive loop would die after 5 s.
-        "CONFIG": {"hosts": [{"address": url, "socket_timeout": 30}], "prefix": prefix},
+        "CONFIG": {
+            "hosts": [{"address": url, "socket_timeout": 30}],
+            "prefix": prefix,
+            "symmetric_encryption_keys": keys,
+        },
     }
 
 
 if REDIS_CONFIGURED:
-    CHANNEL_LAYERS = {"default": redis_channel_layer(REDIS_URL, REDIS_PREFIX)}
+    CHANNEL_LAYERS = {
+        "default": redis_channel_layer(REDIS_URL, REDIS_PREFIX, channel_layer_keys(SECRET_KEY))
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Every password check (API login, admin login, HTTP Basic) goes through the login throttle.
+AUTHENTICATION_BACKENDS = ["pequeroku.auth.ThrottledModelBackend"]
+# Failed logins: free attempts per username and per client IP within the window, then a lock
+# of LOGIN_LOCKOUT_SECONDS doubling with each further failure up to the maximum. The counters
+# live in the cache (Redis when REDIS_URL is set), shared by every worker.
+LOGIN_FAILURES_PER_USERNAME = env_int("LOGIN_FAILURES_PER_USERNAME", 10)
+LOGIN_FAILURES_PER_IP = env_int("LOGIN_FAILURES_PER_IP", 30)
+LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 60)
+LOGIN_LOCKOUT_MAX_SECONDS = env_int("LOGIN_LOCKOUT_MAX_SECONDS", 3600)
+LOGIN_THROTTLE_WINDOW_SECONDS = env_int("LOGIN_THROTTLE_WINDOW_SECONDS", 900)
+if min(LOGIN_FAILURES_PER_USERNAME, LOGIN_FAILURES_PER_IP, LOGIN_LOCKOUT_SECONDS) < 1:
+    raise ImproperlyConfigured("LOGIN_FAILURES_* and LOGIN_LOCKOUT_SECONDS must be at least 1.")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -169,26 +208,29 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 if env_bool("SECURE_PROXY_SSL", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# The client IP for audit logs is read from this META key only when it is set (e.g.
-# HTTP_X_FORWARDED_FOR behind a trusted reverse proxy); otherwise REMOTE_ADDR.
+# The client IP (audit rows, login and API throttles) is read from this META key only when it
+# is set (e.g. HTTP_X_FORWARDED_FOR behind a trusted reverse proxy); otherwise REMOTE_ADDR.
+# TRUSTED_PROXY_COUNT proxies append to it, so the client is that many hops from the right.
 TRUSTED_PROXY_IP_HEADER = env_str("TRUSTED_PROXY_IP_HEADER")
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1)
+if TRUSTED_PROXY_COUNT < 1:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be at least 1.")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "pequeroku.auth.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "pequeroku.exceptions.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "pequeroku.throttling.AnonRateThrottle",
+        "pequeroku.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_str("THROTTLE_ANON", "60/min"),
         "user": env_str("THROTTLE_USER", "600/min"),
-        "login": env_str("THROTTLE_LOGIN", "10/min"),
     },
 }
 
@@ -198,10 +240,15 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # The schema and its UIs describe every route: for logged-in users only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # Uploads through the REST API (upload_file): larger bodies are refused with 413.
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 32 * 1024 * 1024)
+# Every other request body (API JSON, admin forms, login): larger ones are refused with 413
+# before Django reads them (pequeroku.body_limit, under ASGI).
+MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 # exec_command: seconds a command may run before it is killed.
 EXEC_TIMEOUT_SECONDS = env_int("EXEC_TIMEOUT_SECONDS", 30)
 

@@ -29,7 +29,9 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 if os.environ.get("PEQUEROKU_TEST_REDIS"):
     CHANNEL_LAYERS = {
         "default": redis_channel_layer(  # noqa: F405
-            os.environ["PEQUEROKU_TEST_REDIS"], "pequeroku-test:"
+            os.environ["PEQUEROKU_TEST_REDIS"],
+            "pequeroku-test:",
+            channel_layer_keys(SECRET_KEY),  # noqa: F405
         )
     }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -41,7 +43,7 @@ STORAGES = {
 }
 REST_FRAMEWORK = {
     **REST_FRAMEWORK,  # noqa: F405
-    "DEFAULT_THROTTLE_RATES": {"anon": "10000/min", "user": "10000/min", "login": "10/min"},
+    "DEFAULT_THROTTLE_RATES": {"anon": "10000/min", "user": "10000/min"},
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 # Tests serve no static files; WhiteNoise would warn that STATIC_ROOT was never collected.

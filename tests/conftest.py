@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.hashers import MD5PasswordHasher
+from django.contrib.auth.models import Permission, User
+from django.core.cache import cache
+from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -26,6 +30,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "integration" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Throttle and login-failure counters live in the cache; no test inherits another's."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -114,5 +126,28 @@ def make_container(db: Any, container_type: ContainerType) -> Callable[..., Cont
         fields: dict[str, Any] = {"container_type": container_type}
         fields.update(extra)
         return Container.objects.create(user=user, **fields)
+
+    return make
+
+
+@pytest.fixture
+def hasher_calls() -> Iterator[Callable[[], int]]:
+    """How many passwords were hashed (checked or dummy-hashed for unknown users) so far."""
+    with mock.patch.object(
+        MD5PasswordHasher, "encode", autospec=True, side_effect=MD5PasswordHasher.encode
+    ) as encode:
+        yield lambda: encode.call_count
+
+
+@pytest.fixture
+def staff_with(make_user: Callable[..., User]) -> Callable[..., Client]:
+    """A logged-in admin client of a staff member holding exactly ``codenames``."""
+
+    def make(*codenames: str) -> Client:
+        staff = make_user(f"staff-{'-'.join(codenames)}", is_staff=True)
+        staff.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+        client = Client()
+        client.force_login(staff)
+        return client
 
     return make

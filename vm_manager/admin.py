@@ -8,6 +8,7 @@ from django.db.models import IntegerField, OuterRef, QuerySet, Subquery, Sum, Va
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
+from pequeroku.admin import SecretFieldsAdmin
 from pequeroku.errors import DomainError
 from vm_manager import services
 from vm_manager.models import (
@@ -20,10 +21,27 @@ from vm_manager.models import (
     Team,
     TeamMembership,
 )
+from vm_manager.names import display_name_validator, no_markup_validator
+
+
+class ShownNamesAdmin(admin.ModelAdmin):
+    """Names and texts that other users see follow ``vm_manager.names``' rules here too."""
+
+    display_name_fields: tuple[str, ...] = ("name",)
+    markup_free_fields: tuple[str, ...] = ()
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is not None and db_field.name in self.display_name_fields:
+            field.validators.append(display_name_validator)
+        if field is not None and db_field.name in self.markup_free_fields:
+            field.validators.append(no_markup_validator)
+        return field
 
 
 @admin.register(ContainerType)
-class ContainerTypeAdmin(admin.ModelAdmin):
+class ContainerTypeAdmin(ShownNamesAdmin):
+    display_name_fields = ("container_type_name",)
     list_display = (
         "container_type_name",
         "vcpus",
@@ -96,7 +114,7 @@ class ResourceQuotaAdmin(admin.ModelAdmin):
 
 
 @admin.register(Container)
-class ContainerAdmin(admin.ModelAdmin):
+class ContainerAdmin(ShownNamesAdmin):
     list_display = (
         "name",
         "user",
@@ -147,7 +165,11 @@ class ContainerAdmin(admin.ModelAdmin):
 
 
 class NodeForm(forms.ModelForm):
-    """The agent token is write-only: never rendered back, kept when left blank."""
+    """The agent token is write-only: never rendered back, kept when left blank.
+
+    Pointing the node somewhere else (address, port, TLS) sends the token there on the next
+    heartbeat, so that change needs the token entered again.
+    """
 
     auth_token = forms.CharField(
         required=False,
@@ -175,14 +197,25 @@ class NodeForm(forms.ModelForm):
         token = self.cleaned_data.get("auth_token", "")
         if token:
             return token
-        if self.instance.pk:
-            return self.instance.auth_token
-        raise forms.ValidationError("A new node needs its agent token.")
+        if not self.instance.pk:
+            raise forms.ValidationError("A new node needs its agent token.")
+        moved = sorted(set(self.changed_data) & set(TOKEN_DESTINATION_FIELDS))
+        if moved:
+            raise forms.ValidationError(
+                f"Changing {', '.join(moved)} sends the token to the new place: "
+                "enter the agent token again."
+            )
+        return self.instance.auth_token
+
+
+# Where the node's token is sent: changing any of these needs the token entered again.
+TOKEN_DESTINATION_FIELDS = ("address", "port", "use_tls")
 
 
 @admin.register(Node)
-class NodeAdmin(admin.ModelAdmin):
+class NodeAdmin(SecretFieldsAdmin):
     form = NodeForm
+    secret_fields = ("auth_token",)
     list_display = (
         "name",
         "agent_url",
@@ -205,7 +238,8 @@ class FileTemplateItemInline(admin.TabularInline):
 
 
 @admin.register(FileTemplate)
-class FileTemplateAdmin(admin.ModelAdmin):
+class FileTemplateAdmin(ShownNamesAdmin):
+    markup_free_fields = ("description",)
     list_display = ("name", "slug", "public", "items_count", "updated_at")
     list_filter = ("public",)
     search_fields = ("name", "slug", "description")
@@ -229,7 +263,7 @@ class TeamMembershipInline(admin.TabularInline):
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(ShownNamesAdmin):
     list_display = ("name", "owner", "active", "created_at")
     list_filter = ("active",)
     search_fields = ("name", "owner__username")

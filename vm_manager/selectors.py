@@ -119,9 +119,13 @@ def container_types_for_user(user: Any) -> QuerySet[ContainerType]:
 
 
 def templates_for_user(user: Any) -> QuerySet[FileTemplate]:
-    """Staff see every template; everyone else the public ones."""
+    """Staff allowed to view or change templates see every one; everyone else the public ones."""
     templates = FileTemplate.objects.prefetch_related("items")
-    return templates if user.is_staff else templates.filter(public=True)
+    sees_all = user.is_staff and (
+        user.has_perm("vm_manager.view_filetemplate")
+        or user.has_perm("vm_manager.change_filetemplate")
+    )
+    return templates if sees_all else templates.filter(public=True)
 
 
 class QuotaSummary(TypedDict):

@@ -1,6 +1,8 @@
 """DevAgent: one user turn as a bounded tool loop over a streaming chat completion.
 
-Entry point: ``DevAgent(client, model, tools).run(history, prompt, listener) -> AgentAnswer``.
+Entry point: ``DevAgent(client, model, tools).run(history, prompt, listener, answer)``, which
+fills in and returns ``answer`` (a fresh ``AgentAnswer`` when none is given; passing one lets the
+caller see what a turn that fails or is cancelled half way had already produced).
 
 Each round streams a completion with the tools offered; text deltas go to the listener as they
 arrive, tool calls are collected and run in the container, and their (bounded) results are fed
@@ -69,6 +71,14 @@ class AgentAnswer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     rounds: int = 0
+    # Set as the turn goes, so a turn that ends early still tells what it cost.
+    provider_answered: bool = False
+    tools_run: int = 0
+
+    @property
+    def spent(self) -> bool:
+        """The provider streamed generated output or a tool ran: the turn was not free."""
+        return self.provider_answered or self.tools_run > 0
 
 
 @dataclass
@@ -130,14 +140,19 @@ class DevAgent:
         return SYSTEM_PROMPT
 
     async def run(
-        self, history: list[ChatMessage], prompt: str, listener: TurnListener
+        self,
+        history: list[ChatMessage],
+        prompt: str,
+        listener: TurnListener,
+        answer: AgentAnswer | None = None,
     ) -> AgentAnswer:
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.system_prompt()},
             *history,
             {"role": "user", "content": prompt},
         ]
-        answer = AgentAnswer(text="", model=self.model)
+        if answer is None:
+            answer = AgentAnswer(text="", model=self.model)
         try:
             async with asyncio.timeout(self.max_seconds):
                 await self._loop(messages, answer, listener)
@@ -174,6 +189,7 @@ class DevAgent:
             )
             for call in calls:
                 await listener.tool_started(call.name)
+                answer.tools_run += 1  # counted before it runs: its effects may outlive a cancel
                 result = await tool_run(self.tools, call.name, call.arguments)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
         answer.text = "\n\n".join(text for text in texts if text)
@@ -207,6 +223,9 @@ class DevAgent:
                         answer.completion_tokens += chunk.usage.completion_tokens or 0
                     for choice in chunk.choices:
                         delta = choice.delta
+                        if delta.content or delta.tool_calls:
+                            # Generated output (not the empty opening or usage chunks).
+                            answer.provider_answered = True
                         if delta.content:
                             parts.append(delta.content)
                             await listener.text_chunk(delta.content)

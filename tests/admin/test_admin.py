@@ -3,7 +3,7 @@ from django.urls import reverse
 
 from internal_config.models import AIUsageLog, AuditLog, Config
 from vm_manager.dispatch import reconcile_requested
-from vm_manager.models import Container, ContainerType, ResourceQuota
+from vm_manager.models import Container, ContainerType, Node, ResourceQuota
 
 CHANGELISTS = [
     "vm_manager_containertype",
@@ -150,3 +150,35 @@ def test_quota_admin_deactivate_action_stops_containers(admin_client, user, make
 
     container.refresh_from_db()
     assert container.desired_state == Container.DesiredState.STOPPED
+
+
+def node_form(node: Node, **changes: object) -> dict[str, object]:
+    """The node's change form as posted, the token left blank unless given."""
+    data = {
+        "name": node.name,
+        "address": node.address,
+        "port": node.port,
+        "use_tls": "on" if node.use_tls else "",
+        "auth_token": "",
+        "arch": node.arch,
+        "kvm_available": "on" if node.kvm_available else "",
+        "capacity_vcpus": node.capacity_vcpus,
+        "capacity_mem_mb": node.capacity_mem_mb,
+        "healthy": "on" if node.healthy else "",
+        "active": "on" if node.active else "",
+    }
+    data.update(changes)
+    return {k: v for k, v in data.items() if v != ""} | {"auth_token": data["auth_token"]}
+
+
+def test_pointing_a_node_elsewhere_with_its_token_entered_again_works(staff_with, node):
+    client = staff_with("view_node", "change_node")
+    url = reverse("admin:vm_manager_node_change", args=[node.pk])
+
+    response = client.post(
+        url, node_form(node, address="10.0.0.9", auth_token="new-token-of-that-host")
+    )
+
+    assert response.status_code == 302
+    node.refresh_from_db()
+    assert (node.address, node.auth_token) == ("10.0.0.9", "new-token-of-that-host")

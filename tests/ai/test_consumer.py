@@ -259,17 +259,18 @@ async def test_socket_stays_usable_after_a_provider_failure(
 
 
 @pytest.mark.parametrize(
-    ("reply", "expected"),
+    ("reply", "expected", "uses_left"),
     [
-        (ErrorReply(429), "rate limiting"),
-        (ErrorReply(502), "HTTP 502"),
-        (MalformedReply(), "could not read"),
-        (DroppedReply(chunks_before=["Half"]), "broke off"),
+        (ErrorReply(429), "rate limiting", 5),
+        (ErrorReply(502), "HTTP 502", 5),
+        (MalformedReply(), "could not read", 5),
+        # The answer had started: the use is spent, as it is when the client leaves then.
+        (DroppedReply(chunks_before=["Half"]), "broke off", 4),
     ],
     ids=["rate-limited", "bad-gateway", "malformed-stream", "dropped-connection"],
 )
 async def test_provider_failures_end_the_turn_with_a_readable_message(
-    ai_config, user, running_container, ask_once, reply, expected
+    ai_config, user, running_container, ask_once, reply, expected, uses_left
 ):
     ai_config.queue(reply)
     events = await ask_once(user, running_container.pk, "Hi")
@@ -278,7 +279,7 @@ async def test_provider_failures_end_the_turn_with_a_readable_message(
     assert expected in texts
     assert events[-2:] == [
         {"event": "finish_text"},
-        {"event": "connected", "ai_uses_left_today": 5},
+        {"event": "connected", "ai_uses_left_today": uses_left},
     ]
 
 
@@ -436,7 +437,9 @@ async def test_a_stream_that_breaks_mid_answer_ends_the_open_text_with_the_error
     ]
     assert events[1]["content"] == "Half an"
     assert "could not read" in events[2]["content"]
-    assert events[-1]["ai_uses_left_today"] == 5
+    assert events[-1]["ai_uses_left_today"] == 4  # streamed output spends the use
+    row = await AIUsageLog.objects.aget(user=user)
+    assert row.response == "Half an"
 
 
 async def test_a_provider_that_stalls_past_the_read_timeout_spends_no_use(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission
 
 from internal_config.models import AuditLog
 from tests.api.conftest import workspace
@@ -35,9 +36,18 @@ def hidden_template(db) -> FileTemplate:
     return FileTemplate.objects.create(name="Internal", slug="internal", public=False)
 
 
+TEMPLATE_PERMISSIONS = ("view", "add", "change", "delete")
+
+
 @pytest.fixture
 def staff_client(client_for, make_user):
-    return client_for(make_user("staff", is_staff=True))
+    staff = make_user("staff", is_staff=True)
+    staff.user_permissions.add(
+        *Permission.objects.filter(
+            codename__in=[f"{verb}_filetemplate" for verb in TEMPLATE_PERMISSIONS]
+        )
+    )
+    return client_for(staff)
 
 
 def test_list_shows_public_templates_with_items(api_client, template, hidden_template):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -84,12 +87,73 @@ def test_login_throttle_is_separate_for_another_username(user, other_user, passw
     assert login(client, "bob", password).status_code == 200
 
 
-def test_login_throttle_is_separate_for_another_ip(user, password):
+def test_login_failures_of_one_username_count_from_every_address(user, password):
     client = APIClient()
-    for _ in range(10):
-        login(client, "alice", "wrong", REMOTE_ADDR="10.0.0.1")
+    for number in range(10):
+        login(client, "alice", "wrong", REMOTE_ADDR=f"10.0.0.{number + 1}")
 
+    refused = login(client, "alice", password, REMOTE_ADDR="10.0.1.1")
+
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) > 0
+
+
+def test_login_failures_from_one_address_count_for_every_username(user, password, settings):
+    settings.LOGIN_FAILURES_PER_IP = 5
+    client = APIClient()
+    for number in range(5):
+        login(client, f"guess{number}", "wrong", REMOTE_ADDR="10.0.0.1")
+
+    assert login(client, "alice", password, REMOTE_ADDR="10.0.0.1").status_code == 429
     assert login(client, "alice", password, REMOTE_ADDR="10.0.0.2").status_code == 200
+
+
+def test_a_failed_admin_login_costs_one_password_hash(user, hasher_calls):
+    response = Client().post("/admin/login/", {"username": "alice", "password": "wrong"})
+
+    assert response.status_code == 200
+    assert hasher_calls() == 1
+    assert AuditLog.objects.filter(action="login", success=False).count() == 1
+
+
+def test_a_failed_api_login_costs_one_password_hash(user, hasher_calls):
+    response = APIClient().post(
+        "/api/user/login/", {"username": "alice", "password": "wrong"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert hasher_calls() == 1
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://testserver", "http://localhost:5173"], ids=["own", "allowed-host"]
+)
+def test_the_frontends_same_origin_json_login_still_works(user, password, origin, settings):
+    settings.ALLOWED_HOSTS = ["testserver", "localhost"]
+    client = APIClient(enforce_csrf_checks=True)
+
+    response = client.post(
+        "/api/user/login/",
+        {"username": "alice", "password": password},
+        format="json",
+        HTTP_ORIGIN=origin,
+    )
+
+    assert response.status_code == 200
+    assert "sessionid" in response.cookies
+
+
+def test_a_login_from_a_csrf_trusted_origin_works(user, password, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://*.example.com"]
+
+    response = APIClient().post(
+        "/api/user/login/",
+        urlencode({"username": "alice", "password": password}),
+        content_type="application/x-www-form-urlencoded",
+        HTTP_ORIGIN="https://ide.example.com",
+    )
+
+    assert response.status_code == 200
 
 
 def test_logout_ends_the_session(user, password):
@@ -196,7 +260,7 @@ def test_container_types_anonymous_is_403(db):
 
 
 def test_the_api_as_a_whole_is_throttled(api_client, monkeypatch):
-    rates = {"anon": "2/min", "user": "3/min", "login": "10/min"}
+    rates = {"anon": "2/min", "user": "3/min"}
     monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
 
     statuses = [api_client.get("/api/container-types/").status_code for _ in range(4)]
@@ -205,5 +269,5 @@ def test_the_api_as_a_whole_is_throttled(api_client, monkeypatch):
 
 
 @pytest.mark.parametrize("path", ["/api/schema/", "/api/schema/swagger-ui/", "/api/schema/redoc/"])
-def test_schema_and_its_uis_are_served(db, path):
-    assert APIClient().get(path).status_code == 200
+def test_schema_and_its_uis_are_served_to_logged_in_users(api_client, path):
+    assert api_client.get(path).status_code == 200

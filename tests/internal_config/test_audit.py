@@ -2,7 +2,13 @@ import pytest
 from django.contrib.auth import authenticate
 from django.test import Client, RequestFactory
 
-from internal_config.audit import audit_log_http, audit_log_ws, scope_client_info
+from internal_config.audit import (
+    audit_log_http,
+    audit_log_ws,
+    client_ip,
+    redact_secrets,
+    scope_client_info,
+)
 from internal_config.models import AuditLog
 
 
@@ -38,6 +44,46 @@ def test_audit_log_http_drops_an_invalid_forwarded_address(db, rf, settings):
     request = rf.get("/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="not-an-ip")
 
     assert audit_log_http(request, action="x").ip == "10.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("count", "header", "expected"),
+    [
+        (1, "203.0.113.66, 198.51.100.4", "198.51.100.4"),  # the client wrote the first entry
+        (2, "203.0.113.66, 198.51.100.4, 10.0.0.2", "198.51.100.4"),  # two proxies appended
+        (3, "198.51.100.4, 10.0.0.2", "198.51.100.4"),  # fewer hops than proxies: the first
+    ],
+)
+def test_client_ip_is_the_right_most_untrusted_hop(db, rf, settings, count, header, expected):
+    settings.TRUSTED_PROXY_IP_HEADER = "HTTP_X_FORWARDED_FOR"
+    settings.TRUSTED_PROXY_COUNT = count
+
+    assert client_ip(rf.get("/", HTTP_X_FORWARDED_FOR=header).META) == expected
+
+
+def test_scope_client_info_joins_repeated_forwarded_headers(settings):
+    settings.TRUSTED_PROXY_IP_HEADER = "HTTP_X_FORWARDED_FOR"
+    scope = {
+        "client": ["10.0.0.1", 5000],
+        "headers": [(b"x-forwarded-for", b"203.0.113.66"), (b"x-forwarded-for", b"198.51.100.4")],
+    }
+
+    assert scope_client_info(scope)[0] == "198.51.100.4"
+
+
+@pytest.mark.parametrize(
+    ("typed", "kept"),
+    [
+        ("git push https://bob:hunter2@git.example/r", "git push https://bob:***@git.example/r"),
+        ("curl -H 'Authorization: Bearer abc.def' x", "curl -H 'Authorization: Bearer ***' x"),
+        ("DB_PASSWORD=s3cr3t ./run", "DB_PASSWORD=*** ./run"),
+        ("mysql --password hunter2 -u root", "mysql --password *** -u root"),
+        ("git commit -m 'rotate the token'", "git commit -m 'rotate the token'"),
+        ("ls -la /app", "ls -la /app"),
+    ],
+)
+def test_redact_secrets_hides_typed_credentials_only(typed, kept):
+    assert redact_secrets(typed) == kept
 
 
 def test_audit_log_ws_records_ip_user_agent_and_failure(user):

@@ -68,3 +68,44 @@ def test_allowed_hosts_is_comma_separated():
     result = run_settings(ALLOWED_HOSTS="api.example.com, localhost")
 
     assert json.loads(result.stdout)["hosts"] == ["api.example.com", "localhost"]
+
+
+LAYER_PROBE = (
+    "import json, django; from django.conf import settings; django.setup(); "
+    "print(json.dumps({'keys': settings.CHANNEL_LAYERS['default']['CONFIG']"
+    "['symmetric_encryption_keys'], 'cache': settings.CACHES['default']['LOCATION']}))"
+)
+
+
+def run_layer_settings(**env: str) -> dict[str, object]:
+    clean = {k: v for k, v in os.environ.items() if k not in (*CLEARED, "CHANNEL_LAYER_KEYS")}
+    clean.update({"DJANGO_SETTINGS_MODULE": "pequeroku.settings", **env})
+    result = subprocess.run(
+        [sys.executable, "-c", LAYER_PROBE], cwd=ROOT, env=clean, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_redis_layer_messages_are_authenticated_with_a_key_derived_from_the_secret_key():
+    url = "redis://:pw@127.0.0.1:6379/1"
+    first = run_layer_settings(REDIS_URL=url, SECRET_KEY="a" * 50)
+    other = run_layer_settings(REDIS_URL=url, SECRET_KEY="b" * 50)
+
+    assert len(first["keys"]) == 1
+    assert first["keys"] != other["keys"]
+    assert "a" * 50 not in first["keys"][0]  # derived for this purpose, not the key itself
+    assert first["cache"] == url  # the same URL, password included, for the cache
+
+
+def test_channel_layer_keys_can_be_set_and_rotated():
+    config = run_layer_settings(REDIS_URL="redis://127.0.0.1:6379/1", CHANNEL_LAYER_KEYS="new,old")
+
+    assert config["keys"] == ["new", "old"]
+
+
+def test_trusted_proxy_count_must_be_positive():
+    result = run_settings(TRUSTED_PROXY_COUNT="0")
+
+    assert result.returncode != 0
+    assert "TRUSTED_PROXY_COUNT must be at least 1" in result.stderr

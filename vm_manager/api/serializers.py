@@ -8,6 +8,12 @@ from rest_framework import serializers
 
 from vm_manager.drivers import WORKSPACE_ROOT
 from vm_manager.models import Container, ContainerType, FileTemplate, FileTemplateItem
+from vm_manager.names import (
+    DISPLAY_NAME_HELP,
+    NO_MARKUP_HELP,
+    display_name_validator,
+    no_markup_validator,
+)
 from vm_manager.selectors import CONTAINER_ROW_FIELDS
 
 MAX_DB_INT = 2**31 - 1
@@ -107,12 +113,23 @@ def container_row_data(row: dict[str, Any]) -> dict[str, Any]:
 class ContainerCreateSerializer(serializers.Serializer):
     container_type = serializers.IntegerField(min_value=1, max_value=MAX_DB_INT)
     container_name = serializers.CharField(
-        max_length=100, required=False, allow_blank=True, default=""
+        max_length=100,
+        required=False,
+        allow_blank=True,
+        default="",
+        validators=[display_name_validator],
+        help_text=DISPLAY_NAME_HELP,
     )
 
 
 class ContainerUpdateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    name = serializers.CharField(
+        max_length=100,
+        required=False,
+        allow_blank=True,
+        validators=[display_name_validator],
+        help_text=DISPLAY_NAME_HELP,
+    )
     desired_state = serializers.ChoiceField(choices=Container.DesiredState.choices, required=False)
 
 
@@ -197,6 +214,10 @@ class TemplateSerializer(serializers.ModelSerializer):
             "updated_at",
         )
         read_only_fields = ("id", "created_at", "updated_at")
+        extra_kwargs = {  # noqa: RUF012 - DRF's documented form
+            "name": {"validators": [display_name_validator], "help_text": DISPLAY_NAME_HELP},
+            "description": {"validators": [no_markup_validator], "help_text": NO_MARKUP_HELP},
+        }
 
     def validate_items(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         paths = [item["path"] for item in value]

@@ -31,7 +31,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 
-from internal_config.audit import audit_log_http
+from internal_config.audit import audit_log_http, redact_secrets
+from pequeroku.body_limit import MULTIPART_SLACK_BYTES
+from pequeroku.origins import CrossOriginRefused, require_same_site_login
 from vm_manager import container_actions, selectors, services, template_services
 from vm_manager.api.audit import audited
 from vm_manager.api.pagination import ArrayLimitOffsetPagination
@@ -58,14 +60,12 @@ from vm_manager.api.serializers import (
     UserSummarySerializer,
     container_row_data,
 )
-from vm_manager.api.throttling import LoginRateThrottle, login_username
+from vm_manager.api.throttling import login_username
 from vm_manager.errors import InvalidCredentials, UploadTooLarge
 from vm_manager.models import Container, ContainerType, FileTemplate
 
 M = TypeVar("M", bound=Model)
 
-# Multipart framing around the file; a body larger than limit + this is refused unread.
-MULTIPART_SLACK_BYTES = 64 * 1024
 ARCHIVE_CONTENT_TYPES = {"zip": "application/zip", "tar.gz": "application/gzip"}
 
 
@@ -120,20 +120,28 @@ class UserViewSet(viewsets.ViewSet):
         responses={
             200: StatusSerializer,
             400: error_response("400"),
+            403: error_response("403"),
             429: error_response("429"),
         },
-        description="Session login (sets the session cookie); no CSRF token needed.",
+        description="Session login (sets the session cookie); no CSRF token needed, but the "
+        "request must come from this site (Origin/Referer), or be JSON when it names no origin. "
+        "Failed logins are limited per username and per client address (429, Retry-After).",
     )
     @action(
         detail=False,
         methods=["post"],
         authentication_classes=[],
         permission_classes=[permissions.AllowAny],
-        throttle_classes=[LoginRateThrottle],
     )
     def login(self, request: Request) -> Response:
         # Successful and failed credential checks are audited by internal_config's receivers
-        # of Django's auth signals; only what never reaches authenticate() is audited here.
+        # of Django's auth signals, throttled ones by the authentication backend; only what
+        # never reaches authenticate() is audited here.
+        try:
+            require_same_site_login(request._request)
+        except CrossOriginRefused as exc:
+            _audit_login_failure(request, f"{exc.code}: {exc.message}")
+            raise
         serializer = LoginSerializer(data=request.data)
         if not serializer.is_valid():
             _audit_login_failure(request, "invalid: malformed login request")
@@ -147,11 +155,6 @@ class UserViewSet(viewsets.ViewSet):
             raise InvalidCredentials()
         login(request._request, user)
         return Response({"status": "ok"})
-
-    def throttled(self, request: Request, wait: float) -> None:
-        if getattr(self, "action", None) == "login":
-            _audit_login_failure(request, "throttled: too many attempts")
-        super().throttled(request, wait)
 
     @extend_schema(request=None, responses={200: StatusSerializer})
     @action(detail=False, methods=["post"])
@@ -305,7 +308,7 @@ class ContainerViewSet(
         with self._audited(request, "container.send_command") as entry:
             container = self.get_object()
             cmd = validated(ExecRequestSerializer, request.data)["cmd"]
-            entry.metadata = {"cmd": cmd[:500]}
+            entry.metadata = {"cmd": redact_secrets(cmd)[:500]}
             result = container_actions.container_exec(container, cmd)
             entry.metadata["exit_code"] = result["exit_code"]
         ok = result["exit_code"] == 0 and not result["timed_out"]
@@ -417,13 +420,16 @@ class ContainerViewSet(
 # -- templates -----------------------------------------------------------------------------
 
 
-class StaffWritesOnly(permissions.BasePermission):
-    """Everyone reads (and applies) the templates they can see; only staff change them."""
+class StaffWritesOnly(permissions.DjangoModelPermissions):
+    """Everyone reads (and applies) the templates they can see; changing them takes a staff
+    account holding the model permission (add/change/delete_filetemplate), as in the admin."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if request.method in permissions.SAFE_METHODS or getattr(view, "action", "") == "apply":
             return True
-        return bool(request.user and request.user.is_staff)
+        return bool(request.user and request.user.is_staff) and super().has_permission(
+            request, view
+        )
 
 
 class TemplateViewSet(viewsets.ModelViewSet):

@@ -12,6 +12,7 @@ import contextlib
 import json
 from typing import Any
 
+from pequeroku.layer_guard import channel_layer_accepts
 from vm_manager.console import ConsoleError, ConsoleSessions, input_bytes
 from vm_manager.errors import ContainerNotRunning
 from vm_manager.operations import driver_for
@@ -23,6 +24,7 @@ AUDIT_ACTIONS = {"ctrlc": "ws.ctrlc", "ctrld": "ws.ctrld"}
 
 class ConsoleConsumer(ContainerSocket):
     socket_name = "console"
+    channel_receive = channel_layer_accepts()  # never a client frame via the layer
     max_frame_bytes = 64 * 1024
     rate_per_second = 100.0
     rate_burst = 200

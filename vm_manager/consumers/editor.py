@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pequeroku.layer_guard import channel_layer_accepts
 from vm_manager.editor import (
     MAX_WRITE_BYTES,
     Editor,
@@ -50,6 +51,7 @@ def group_name(container_pk: int) -> str:
 
 class EditorConsumer(ContainerSocket):
     socket_name = "editor"
+    channel_receive = channel_layer_accepts("fs.broadcast")  # never a client frame via the layer
     # A 2 MiB file grows when JSON-escaped; the content limit itself is checked by the editor.
     max_frame_bytes = 4 * MAX_WRITE_BYTES
     rate_per_second = 50.0
