@@ -2,8 +2,8 @@ import pytest
 from django.urls import reverse
 
 from internal_config.models import AIUsageLog, AuditLog, Config
-from vm_manager.dispatch import reconcile_requested
 from vm_manager.models import Container, ContainerType, Node, ResourceQuota
+from vm_manager.reconciler import reconcile_requested
 
 CHANGELISTS = [
     "vm_manager_containertype",

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vm_manager.scheduler import Demand, NodeCandidate, Scheduler, rank
+from vm_manager.placement import Demand, NodeCandidate, Scheduler, rank
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TIMEOUT = timedelta(seconds=60)

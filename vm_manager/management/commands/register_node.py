@@ -9,7 +9,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pequeroku.errors import DomainError
-from vm_manager.nodes import node_heartbeat, node_register
+from vm_manager.nodes import node_heartbeat
+from vm_manager.services import node_register
 
 
 class Command(BaseCommand):
