@@ -79,23 +79,21 @@ def credits_held_sum() -> Coalesce:
     )
 
 
-def holding_capacity_q(prefix: str = "") -> Q:
-    """The one definition of "holds capacity" (and credits): meant to run, not being deleted.
+def live_q(prefix: str = "") -> Q:
+    """Not being deleted. ``prefix`` reaches containers through a relation (``"containers__"``)."""
+    return Q(**{f"{prefix}deleted_at__isnull": True})
 
-    ``prefix`` reaches containers through a relation (``"containers__"`` from a node or user).
-    """
-    return Q(
-        **{
-            f"{prefix}desired_state": Container.DesiredState.RUNNING,
-            f"{prefix}deleted_at__isnull": True,
-        }
-    )
+
+def holding_capacity_q(prefix: str = "") -> Q:
+    """The one definition of "holds capacity" (credits, vCPUs, memory): desired running and not
+    being deleted. ``prefix`` as for ``live_q``."""
+    return live_q(prefix) & Q(**{f"{prefix}desired_state": Container.DesiredState.RUNNING})
 
 
 class ContainerQuerySet(models.QuerySet["Container"]):
     def live(self) -> ContainerQuerySet:
         """Not being deleted: counts toward the per-user cap and the node's disk."""
-        return self.filter(deleted_at__isnull=True)
+        return self.filter(live_q())
 
     def holding_capacity(self) -> ContainerQuerySet:
         """Holds credits, vCPUs and memory: desired running and not being deleted."""

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, IntegerField, Q, Sum, Value
+from django.db.models import Count, IntegerField, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from vm_manager.models import Container, Node, holding_capacity_q, node_score
+from vm_manager.models import Container, Node, holding_capacity_q, live_q, node_score
 
 DEFAULT_ARCH = "x86_64"
 DEFAULT_MIN_FREE_DISK_MB = 2048
@@ -152,7 +152,7 @@ class Scheduler:
 def node_candidates(node_ids: Iterable[int] | None = None) -> list[NodeCandidate]:
     """Every node (or ``node_ids``) with its allocatable room, in one query."""
     holding = holding_capacity_q("containers__")
-    live = Q(containers__deleted_at__isnull=True)
+    live = live_q("containers__")
     nodes = Node.objects.annotate(
         used_vcpus=Coalesce(Sum("containers__vcpus", filter=holding), Value(0)),
         used_mem=Coalesce(Sum("containers__memory_mb", filter=holding), Value(0)),

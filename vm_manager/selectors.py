@@ -72,7 +72,7 @@ def live_visible_container(user: Any, pk: int) -> Container:
     container = visible_containers_for(user).select_related("node").filter(pk=pk).first()
     if container is not None:
         return container
-    if Container.objects.filter(pk=pk, deleted_at__isnull=True).exists():
+    if Container.objects.filter(pk=pk).live().exists():
         raise ContainerNotVisible()
     raise ContainerMissing()
 

@@ -86,9 +86,7 @@ def quota_create_for_user(user: Any) -> ResourceQuota:
 @transaction.atomic
 def quota_stop_all_containers(quota: ResourceQuota) -> list[int]:
     """Every container of the quota's user becomes desired stopped; one reconcile request."""
-    containers = Container.objects.select_for_update().filter(
-        user_id=quota.user_id, deleted_at__isnull=True
-    )
+    containers = Container.objects.select_for_update().filter(user_id=quota.user_id).live()
     ids = list(containers.values_list("pk", flat=True))
     Container.objects.filter(pk__in=ids).update(
         desired_state=Container.DesiredState.STOPPED, updated_at=timezone.now()

@@ -164,6 +164,9 @@ def node_form(node: Node, **changes: object) -> dict[str, object]:
         "kvm_available": "on" if node.kvm_available else "",
         "capacity_vcpus": node.capacity_vcpus,
         "capacity_mem_mb": node.capacity_mem_mb,
+        "cpu_allocation_ratio": node.cpu_allocation_ratio,
+        "ram_allocation_ratio": node.ram_allocation_ratio,
+        "disk_allocation_ratio": node.disk_allocation_ratio,
         "healthy": "on" if node.healthy else "",
         "active": "on" if node.active else "",
     }
