@@ -549,6 +549,17 @@ class ReconcileRequests:
                 self._wake.notify_all()
         return new
 
+    def wait_idle(self, timeout: float) -> bool:
+        """True once nothing is waiting or running (within ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while self._pending or self._running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.wait(left)
+        return True
+
     def _start_workers(self) -> None:
         while len(self._threads) < self._workers:
             thread = threading.Thread(
@@ -588,6 +599,11 @@ class ReconcileRequests:
 
 
 _requests = ReconcileRequests()
+
+
+def reconcile_requests_idle(timeout: float = 30.0) -> bool:
+    """Wait until the background requests are done (for tests and orderly shutdowns)."""
+    return _requests.wait_idle(timeout)
 
 
 def request_reconcile(container_ids: Iterable[int]) -> None:

@@ -3,6 +3,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from internal_config.models import AuditLog
 from vm_manager import services
 from vm_manager.errors import (
     ContainerTypeNotAllowed,
@@ -212,3 +213,36 @@ def test_an_unknown_desired_state_is_rejected(user, make_container):
 
     with pytest.raises(InvalidStatusTransition):
         services.container_set_desired_state(container, "paused")
+
+
+def test_updating_name_and_desired_state_is_one_transaction(user, make_container):
+    container = make_container(user, name="before", desired_state="stopped")
+    user.quota.credits = 0
+    user.quota.save(update_fields=["credits"])
+
+    with pytest.raises(NotEnoughCredits):
+        services.container_update(container, name="after", desired_state="running")
+
+    container.refresh_from_db()
+    assert (container.name, container.desired_state) == ("before", "stopped")
+
+
+def test_updating_name_and_desired_state_requests_one_reconcile(
+    user, make_container, reconcile_requests, django_capture_on_commit_callbacks
+):
+    container = make_container(user, name="before")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.container_update(container, name="after", desired_state="stopped")
+
+    container.refresh_from_db()
+    assert (container.name, container.desired_state) == ("after", "stopped")
+    assert reconcile_requests == [[container.pk]]
+
+
+def test_registering_a_node_writes_an_audit_row(db):
+    node = services.node_register("n1", url="http://10.0.0.5:8081", token="secret-token")
+
+    row = AuditLog.objects.get(action="node.register")
+    assert (row.target_type, row.target_id, row.user) == ("node", str(node.pk), None)
+    assert "secret-token" not in row.message
