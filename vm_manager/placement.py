@@ -74,9 +74,9 @@ class NodeCandidate:
     free_vcpus: float
     free_mem_mb: float
     running: int
-    free_disk_mb: float = float("inf")
-    reported_free_disk_mb: int = 1 << 40
-    guest_isolation: bool = True
+    free_disk_mb: float
+    reported_free_disk_mb: int
+    guest_isolation: bool
 
     def score(self) -> float:
         return node_score(self.free_mem_mb, self.free_vcpus, self.running)  # type: ignore[arg-type]
