@@ -16,13 +16,19 @@ from django.db.models import Case, F, IntegerField, Q, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from vm_manager.errors import (
+    ContainerLimitReached,
+    ContainerTypeNotAllowed,
+    NotEnoughCredits,
+    QuotaInactive,
+    VMManagerError,
+)
 from vm_manager.names import friendly_name
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
     from internal_config.models import AIUsageLog, AuditLog
-    from vm_manager.errors import VMManagerError
 
 DEFAULT_MAX_CONTAINERS_PER_USER = 10
 
@@ -148,13 +154,6 @@ class ResourceQuota(models.Model):
         ``new_container`` adds the per-user container cap (creation); powering on an existing
         container checks the rest. The caller holds the quota row lock when it acts on the answer.
         """
-        from vm_manager.errors import (
-            ContainerLimitReached,
-            ContainerTypeNotAllowed,
-            NotEnoughCredits,
-            QuotaInactive,
-        )
-
         if not self.active:
             return QuotaInactive()
         if (

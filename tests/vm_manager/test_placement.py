@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from vm_manager import services
 from vm_manager.drivers.memory import InMemoryNodeDriver
 from vm_manager.errors import NoNodeAvailable
 from vm_manager.models import Container, ContainerType, ResourceQuota
 from vm_manager.nodes import node_heartbeat
-from vm_manager.placement import Demand, node_candidates
+from vm_manager.placement import Demand, node_candidates, place_containers
 from vm_manager.reconciler import reconcile_once
 
 pytestmark = pytest.mark.django_db
@@ -165,3 +167,21 @@ def test_demand_comes_from_the_type(user, container_type):
         disk_mb=container_type.disk_gib * 1024,
         requires_kvm=True,
     )
+
+
+def test_placing_takes_the_same_queries_for_one_node_and_for_twenty(
+    rich_user, make_node, make_container, container_type
+):
+    def queries_to_place() -> int:
+        container = make_container(rich_user)
+        with CaptureQueriesContext(connection) as captured, transaction.atomic():
+            [node_id] = place_containers([container])
+        assert node_id is not None
+        return len([q for q in captured if "SAVEPOINT" not in q["sql"]])
+
+    make_node("first")
+    one = queries_to_place()
+    for index in range(19):
+        make_node(f"more-{index}")
+
+    assert queries_to_place() == one == 2  # lock the node rows, read their room
