@@ -184,6 +184,17 @@ def node_candidates(node_ids: Iterable[int] | None = None) -> list[NodeCandidate
     ]
 
 
+def placement_refusals(node: Node) -> list[str]:
+    """Why a healthy node's own report keeps it out of placement (for operators)."""
+    reasons = []
+    if not node.guest_isolation:
+        reasons.append("its agent reports the guest egress policy is not in force")
+    floor = min_free_disk_mb()
+    if node.free_disk_mb < floor:
+        reasons.append(f"{node.free_disk_mb} MB free on its data disk, under the {floor} MB floor")
+    return reasons
+
+
 def scheduler_for_locked_nodes() -> Scheduler:
     """Lock every node row in primary-key order, then read their room: the one lock scheme.
 
