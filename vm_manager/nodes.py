@@ -20,6 +20,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from asgiref.sync import async_to_sync
+from django.db import transaction
 from django.utils import timezone
 
 from pequeroku.errors import DomainError
@@ -95,8 +96,23 @@ async def node_probe(nodes: list[Node], *, with_vms: bool = True) -> dict[int, N
     return {probe.node_id: probe for probe in probes}
 
 
+HEALTH_FIELDS = (
+    "healthy",
+    "heartbeat_at",
+    "arch",
+    "kvm_available",
+    "capacity_vcpus",
+    "capacity_mem_mb",
+    "capacity_disk_mb",
+    "free_disk_mb",
+    "guest_isolation",
+    "last_error",
+)
+
+
 def node_apply_health(nodes: list[Node], probes: dict[int, NodeProbe], now: datetime) -> None:
-    """One UPDATE for all probed nodes; a failed probe keeps the last known capacities."""
+    """One UPDATE for all probed nodes (their rows locked first, in placement's order); a
+    failed probe keeps the last known capacities."""
     changed: list[Node] = []
     for node in nodes:
         probe = probes.get(node.pk)
@@ -119,21 +135,16 @@ def node_apply_health(nodes: list[Node], probes: dict[int, NodeProbe], now: date
             node.last_error = probe.error
         changed.append(node)
     if changed:
-        Node.objects.bulk_update(
-            changed,
-            [
-                "healthy",
-                "heartbeat_at",
-                "arch",
-                "kvm_available",
-                "capacity_vcpus",
-                "capacity_mem_mb",
-                "capacity_disk_mb",
-                "free_disk_mb",
-                "guest_isolation",
-                "last_error",
-            ],
-        )
+        with transaction.atomic(savepoint=False):
+            # Placement locks node rows in primary-key order; taking them the same way first
+            # means a heartbeat and a create can never deadlock on two nodes.
+            list(
+                Node.objects.select_for_update()
+                .filter(pk__in=[node.pk for node in changed])
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            Node.objects.bulk_update(changed, HEALTH_FIELDS)
 
 
 def node_heartbeat(nodes: list[Node] | None = None) -> HeartbeatReport:
