@@ -265,6 +265,8 @@ if REDIS_CONFIGURED:
 # Compute nodes
 NODE_DRIVER = env_str("NODE_DRIVER", "vm_manager.drivers.http.HttpNodeDriver")
 NODE_HEARTBEAT_TIMEOUT_SECONDS = env_int("NODE_HEARTBEAT_TIMEOUT_SECONDS", 60)
+# A node whose data disk has less free space than this (MB) gets no new containers.
+NODE_MIN_FREE_DISK_MB = env_int("NODE_MIN_FREE_DISK_MB", 2048)
 VM_IMAGE = env_str("VM_IMAGE", "default")
 # PEM file of a private CA that signed the agents' TLS certificates (nodes with https URLs);
 # empty: the system's trusted CAs. Verification is never off.

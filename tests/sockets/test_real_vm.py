@@ -15,8 +15,8 @@ import pytest
 
 from tests.node_agent.conftest import TOKEN, AgentProcess, guest_image_dir, start_agent, token
 from vm_manager.models import Container, ContainerType
-from vm_manager.nodes import node_register
 from vm_manager.reconciler import reconcile_once
+from vm_manager.services import node_register
 
 from .conftest import event_where, next_event, stream_until
 

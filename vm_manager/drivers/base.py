@@ -53,6 +53,10 @@ class NodeHealth(TypedDict):
     running_vms: int
     capacity_disk_mb: int
     free_disk_mb: int
+    # The agent's guest egress policy is in force; placement skips a node without it.
+    guest_isolation: bool
+    guest_egress: str
+    isolation_detail: str
 
 
 class ExecResult(TypedDict):
