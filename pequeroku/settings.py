@@ -105,11 +105,20 @@ if env_str("DB_NAME"):
         }
     }
 else:
+    # The web server and the reconcile loop write this file at the same time. A deferred
+    # transaction that reads and then writes cannot wait for the other writer (SQLite answers
+    # "database is locked" at once, busy timeout or not), so every transaction takes the write
+    # lock when it begins (IMMEDIATE) and waits up to ``timeout`` seconds for it; WAL lets
+    # readers go on meanwhile. The engine creates the file 0600.
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": "pequeroku.sqlite",
             "NAME": BASE_DIR / "db.sqlite3",
-            "OPTIONS": {"timeout": 20},
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
         }
     }
 

@@ -29,7 +29,7 @@ def test_newcomer_defaults_are_sqlite_and_in_memory_layer():
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
-        "db": "django.db.backends.sqlite3",
+        "db": "pequeroku.sqlite",  # django.db.backends.sqlite3, files created 0600
         "layer": "channels.layers.InMemoryChannelLayer",
         "debug": True,
         "hosts": ["localhost", "127.0.0.1", "[::1]"],
