@@ -284,6 +284,9 @@ RECONCILE_IN_BACKGROUND = env_bool("RECONCILE_IN_BACKGROUND", default=True)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOG_FORMAT = env_str("LOG_FORMAT", "text")
+# One line per request at INFO (pequeroku.request); false keeps only its warnings and errors
+# (``make run`` sets it unless PEQUEROKU_VERBOSE=1, so the terminal stays readable).
+LOG_REQUESTS = env_bool("LOG_REQUESTS", default=True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -291,16 +294,22 @@ LOGGING = {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "pequeroku.logging.JsonFormatter"},
     },
+    "filters": {
+        "disconnects_at_debug": {"()": "pequeroku.logging.DisconnectsAtDebug"},
+        "tracebacks_only": {"()": "pequeroku.logging.TracebacksOnly"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "text",
+            "filters": ["disconnects_at_debug"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # pequeroku.request already logs every request once; keep Django's 5xx tracebacks only.
-        "django.request": {"level": "ERROR"},
+        "django.request": {"level": "ERROR", "filters": ["tracebacks_only"]},
+        "pequeroku.request": {"level": "NOTSET" if LOG_REQUESTS else "WARNING"},
     },
 }

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = (
     "import json, django; from django.conf import settings; django.setup(); "
@@ -109,3 +111,22 @@ def test_trusted_proxy_count_must_be_positive():
 
     assert result.returncode != 0
     assert "TRUSTED_PROXY_COUNT must be at least 1" in result.stderr
+
+
+REQUEST_LOG_PROBE = (
+    "import django; from django.conf import settings; django.setup(); "
+    "print(settings.LOGGING['loggers']['pequeroku.request']['level'])"
+)
+
+
+@pytest.mark.parametrize(("value", "level"), [(None, "NOTSET"), ("false", "WARNING")])
+def test_log_requests_false_keeps_only_request_warnings_and_errors(value, level):
+    env = {k: v for k, v in os.environ.items() if k not in (*CLEARED, "LOG_REQUESTS")}
+    env["DJANGO_SETTINGS_MODULE"] = "pequeroku.settings"
+    if value is not None:
+        env["LOG_REQUESTS"] = value
+    result = subprocess.run(
+        [sys.executable, "-c", REQUEST_LOG_PROBE], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+    assert result.stdout.strip() == level, result.stderr
