@@ -7,7 +7,7 @@ import os
 from django.core.exceptions import ImproperlyConfigured
 
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
-FALSE_VALUES = frozenset({"0", "false", "no", "off", ""})
+FALSE_VALUES = frozenset({"0", "false", "no", "off"})
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -16,7 +16,7 @@ def env_str(name: str, default: str = "") -> str:
 
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
-    if raw is None:
+    if raw is None or raw.strip() == "":  # NAME= in .env means "not set", as for numbers
         return default
     value = raw.strip().lower()
     if value in TRUE_VALUES:
