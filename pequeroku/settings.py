@@ -80,7 +80,7 @@ ASGI_APPLICATION = "pequeroku.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "pequeroku" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
