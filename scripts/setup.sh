@@ -9,7 +9,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static debootstrap e2fsprogs openssh-client nftables shellcheck)
+APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static debootstrap e2fsprogs openssh-client nftables shellcheck nginx-light)
 want_apt=1
 for arg in "$@"; do
   case "$arg" in
