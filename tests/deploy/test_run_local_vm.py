@@ -177,6 +177,12 @@ def test_one_command_setup_boots_a_container_whose_console_echoes(local_run: Loc
         proc=run.proc,
         describe=run.tail,
     )
+    wait_for(  # the script prints its block right after its own /readyz check
+        lambda: run.log.read_text(errors="replace").count(RULE) >= 2,
+        timeout=30,
+        proc=run.proc,
+        describe=run.tail,
+    )
     block = _ready_block(run)
     password = _admin_password(run)
     for url in ("/", "/admin/", "/api/", "/api/schema/swagger-ui/"):
