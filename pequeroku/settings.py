@@ -33,7 +33,7 @@ REDIS_URL = env_str("REDIS_URL", "redis://redis:6379/1")
 REDIS_PREFIX = env_str("REDIS_PREFIX", "web_service:")
 # Redis whenever it can matter: in production always (the default URL is the compose service),
 # in development only when asked for.
-USE_REDIS = "REDIS_URL" in os.environ or not DEBUG
+USE_REDIS = "REDIS_URL" in os.environ or "REDIS_URL_FILE" in os.environ or not DEBUG
 
 # Used by entrypoint.sh; kept here so every documented variable has one home.
 WORKERS = env_int("WORKERS", 8)

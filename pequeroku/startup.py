@@ -100,9 +100,11 @@ def ensure_superuser() -> int:
     from django.contrib.auth import get_user_model
     from django.db import IntegrityError
 
-    username = os.environ.get("DJANGO_SUPERUSER_USERNAME", "").strip()
-    password = os.environ.get("DJANGO_SUPERUSER_PASSWORD", "")
-    email = os.environ.get("DJANGO_SUPERUSER_EMAIL", "").strip()
+    from pequeroku.env import env_str
+
+    username = env_str("DJANGO_SUPERUSER_USERNAME").strip()
+    password = env_str("DJANGO_SUPERUSER_PASSWORD")
+    email = env_str("DJANGO_SUPERUSER_EMAIL").strip()
     if not username or not password:
         return 0
     user_model = get_user_model()

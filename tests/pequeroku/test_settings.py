@@ -181,3 +181,46 @@ def test_one_switch_can_be_turned_off_under_https():
 
 def test_an_empty_switch_follows_https():
     assert security(**PRODUCTION, HTTPS="true", SECURE_SSL_REDIRECT="")[0] is True
+
+
+FILE_PROBE = (
+    "import json, django; from django.conf import settings; django.setup(); "
+    "print(json.dumps([settings.SECRET_KEY, settings.DATABASES['default']['PASSWORD']]))"
+)
+
+
+def test_secrets_can_be_read_from_files(tmp_path: Path):
+    (tmp_path / "secret_key").write_text("k" * 60 + "\n")
+    (tmp_path / "db_password").write_text("pw from a file\n")
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    env.update(
+        DJANGO_SETTINGS_MODULE="pequeroku.settings",
+        DEBUG="false",
+        REDIS_URL="redis://127.0.0.1:6379/1",
+        DB_NAME="pequeroku",
+        SECRET_KEY_FILE=str(tmp_path / "secret_key"),
+        DB_PASSWORD_FILE=str(tmp_path / "db_password"),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", FILE_PROBE], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+    assert json.loads(result.stdout) == ["k" * 60, "pw from a file"], result.stderr
+
+
+def test_a_secret_and_its_file_together_are_refused(tmp_path: Path):
+    (tmp_path / "secret_key").write_text("k" * 60)
+
+    result = run_settings(SECRET_KEY="x" * 60, SECRET_KEY_FILE=str(tmp_path / "secret_key"))
+
+    assert result.returncode != 0
+    assert "set SECRET_KEY or SECRET_KEY_FILE, not both" in result.stderr
+
+
+def test_an_unreadable_secret_file_is_a_clear_error(tmp_path: Path):
+    result = run_settings(SECRET_KEY_FILE=str(tmp_path / "missing"))
+
+    assert result.returncode != 0
+    assert f"SECRET_KEY_FILE: cannot read {tmp_path / 'missing'} (No such file or directory)" in (
+        result.stderr
+    )
