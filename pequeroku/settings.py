@@ -316,5 +316,9 @@ LOGGING = {
         # pequeroku.request already logs every request once; keep Django's 5xx tracebacks only.
         "django.request": {"level": "ERROR", "filters": ["tracebacks_only"]},
         "pequeroku.request": {"level": "NOTSET" if LOG_REQUESTS else "WARNING"},
+        # Uvicorn (also as Gunicorn's worker) logs through handlers of its own, not "console":
+        # the disconnect rule goes on the logger it reports application errors on. No level
+        # here, so --log-level still decides.
+        "uvicorn.error": {"filters": ["disconnects_at_debug"]},
     },
 }

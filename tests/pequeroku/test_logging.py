@@ -119,3 +119,31 @@ def test_a_real_error_keeps_its_level_and_traceback(project_log) -> None:
 
     assert " ERROR uvicorn.error Exception in ASGI application" in log.getvalue()
     assert "Traceback" in log.getvalue()
+
+
+def test_a_disconnect_reported_through_uvicorns_own_handler_is_not_an_error(project_log) -> None:
+    # As the uvicorn command line configures it: "uvicorn" has a handler of its own and does
+    # not propagate; "uvicorn.error" propagates to it. Django's settings are applied after.
+    uvicorn_stream = io.StringIO()
+    parent = logging.getLogger("uvicorn")
+    handler = logging.StreamHandler(uvicorn_stream)
+    saved = (list(parent.handlers), parent.propagate, parent.level)
+    parent.handlers[:] = [handler]
+    parent.propagate = False
+    parent.setLevel(logging.INFO)
+    try:
+        project_log()
+        try:
+            raise ConnectionResetError(104, "reset")
+        except OSError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    finally:
+        parent.handlers[:], parent.propagate = saved[0], saved[1]
+        parent.setLevel(saved[2])
+
+    assert uvicorn_stream.getvalue().count("Exception in ASGI application") == 1
+    assert "RuntimeError: boom" in uvicorn_stream.getvalue()
