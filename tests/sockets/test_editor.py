@@ -558,7 +558,7 @@ async def test_oversized_content_is_refused(running_container, alice_cookie, ope
 
 
 async def test_an_oversized_frame_is_refused(running_container, alice_cookie, open_socket):
-    from vm_manager.consumers.editor import EditorConsumer
+    from vm_manager.ide.editor import EditorConsumer
 
     comm = await connected_editor(open_socket, running_container, alice_cookie)
     await comm.send_to(text_data="x" * (EditorConsumer.max_frame_bytes + 1))
