@@ -90,11 +90,16 @@ def _bump(key: str) -> None:
 
 
 def access_changed(
-    *, user_pks: Iterable[int] = (), container_pks: Iterable[int] = (), reason: str = ""
+    *,
+    user_pks: Iterable[int] = (),
+    container_pks: Iterable[int] = (),
+    reason: str = "",
+    session_key: str | None = None,
 ) -> None:
     """Sockets of these users and on these containers re-check their access now.
 
     Call it after the change is committed (``transaction.on_commit``), so the re-check sees it.
+    ``session_key``: that session has ended (logout), its sockets close without a re-check.
     """
     groups: list[str] = []
     for user_pk in set(user_pks):
@@ -108,7 +113,9 @@ def access_changed(
         return
     for group in groups:
         try:
-            async_to_sync(layer.group_send)(group, {"type": REVOKE_MESSAGE, "reason": reason})
+            async_to_sync(layer.group_send)(
+                group, {"type": REVOKE_MESSAGE, "reason": reason, "session_key": session_key}
+            )
         except Exception:
             # The version bump already stops every frame; the close waits for the next check.
             logger.warning("could not tell group %s to re-check access", group, exc_info=True)

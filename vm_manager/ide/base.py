@@ -299,6 +299,12 @@ class ContainerSocket(AsyncWebsocketConsumer):
 
     async def socket_revoke(self, message: dict[str, Any]) -> None:
         """Channel-layer message: something this socket's access depends on changed."""
+        if self.revoked or self.grant is None:
+            return
+        ended = message.get("session_key")
+        if ended is not None and ended == self.grant.session_key:
+            await self.revoke()  # logged out: its session is being flushed right now
+            return
         await self.still_allowed(force=True)
 
     async def _watch(self) -> None:
