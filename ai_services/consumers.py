@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from ai_services.session import AISession
-from vm_manager.ide.base import ContainerSocket, socket_layer_accepts
+from vm_manager.ide.base import ContainerSocket, client_gone, socket_layer_accepts
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,10 @@ class AIConsumer(ContainerSocket):
     async def _turn(self, session: AISession, text: str) -> None:
         try:
             close_code = await session.handle_text(text)
-        except Exception:
+        except Exception as exc:
+            if client_gone(exc):
+                logger.debug("AI socket: the client left during a turn")
+                return
             logger.exception("AI turn failed on container %s", session.container_pk)
             await self.send_error("The assistant failed unexpectedly; try again.")
             return

@@ -79,6 +79,25 @@ __all__ = [
 ]
 
 CLOSE_TOO_BIG = 1009
+
+try:  # what uvicorn raises when the app sends to a client that has gone
+    from uvicorn.protocols.utils import ClientDisconnected
+except ImportError:  # pragma: no cover - another server
+    ClientDisconnected = ConnectionResetError  # type: ignore[assignment,misc]
+
+try:
+    from websockets.exceptions import ConnectionClosed
+except ImportError:  # pragma: no cover
+    ConnectionClosed = ConnectionResetError  # type: ignore[assignment,misc]
+
+
+def client_gone(exc: BaseException) -> bool:
+    """True for the errors of sending to a client that has just left: normal, not a fault."""
+    return isinstance(
+        exc, ClientDisconnected | ConnectionClosed | ConnectionResetError | BrokenPipeError
+    )
+
+
 # A frame re-reads access from the database at least this often, whatever the cache says.
 RECHECK_SECONDS = 1.0
 # An idle socket re-checks on its own this often: the safety net for a change made without
@@ -244,6 +263,7 @@ class ContainerSocket(AsyncWebsocketConsumer):
             await self.on_disconnected()
 
     async def disconnect(self, code: int) -> None:
+        logger.debug("%s socket closed (code %s)", self.socket_name, code)
         if getattr(self, "_slot_user", None) is None and self.container is None:
             return
         try:
@@ -335,7 +355,14 @@ class ContainerSocket(AsyncWebsocketConsumer):
             await self._report(exc)
 
     async def _report(self, exc: Exception, req_id: Any = None) -> None:
-        """Every failure becomes an error event; unexpected ones are logged with a traceback."""
+        """Every failure becomes an error event; unexpected ones are logged with a traceback.
+
+        A client that left while its answer was being sent is a normal end: logged at debug,
+        nothing sent (there is nobody to send to).
+        """
+        if client_gone(exc):
+            logger.debug("%s socket: the client left before its answer was sent", self.socket_name)
+            return
         if not isinstance(exc, DomainError | NodeError):
             logger.exception("%s socket request failed", self.socket_name)
         await self.send_error(error_message(exc), req_id)
