@@ -231,3 +231,23 @@ async def test_a_revocation_is_audited_once(running_container, teammate):
         )
     )()
     assert rows == [str(running_container.pk)]
+
+
+@pytest.mark.integration
+async def test_a_revocation_reaches_the_socket_through_the_redis_layer(
+    running_container, workspace, teammate
+):
+    from channels.layers import get_channel_layer
+    from channels_redis.core import RedisChannelLayer
+
+    if not isinstance(get_channel_layer(), RedisChannelLayer):
+        pytest.skip("needs PEQUEROKU_TEST_REDIS (the integration pass of scripts/test.sh sets it)")
+    comm = await opened_editor(running_container, teammate.cookie)
+
+    await database_sync_to_async(deactivate_membership)(teammate)
+
+    assert await close_code_within(comm, REVOKED_WITHIN) == 4403
+    await comm.send_json_to(WRITE)
+    await asyncio.sleep(0.2)
+    assert not (workspace / "after.txt").exists()
+    await comm.disconnect()
