@@ -20,6 +20,7 @@ from vm_manager.nodes import node_register
 from vm_manager.reconciler import reconcile_once
 
 from .conftest import event_where, next_event, stream_until
+from .test_editor import template_applied
 from .test_raw_terminal import check_echo_42_typed_key_by_key, check_resize_changes_stty_size
 
 __all__ = ["guest_image_dir", "start_agent", "token"]  # fixtures, imported for this module
@@ -77,6 +78,7 @@ async def test_console_and_editor_work_on_a_real_guest(guest_container, alice_co
     reply = await event_where(editor, lambda e: e.get("req_id") == 1, timeout=GUEST_TIMEOUT)
     assert reply["event"] == "ok" and reply["rev"] == 1, reply
 
+    await template_applied(guest_container, timeout=GUEST_TIMEOUT)  # written beside replies
     await console.send_to(text_data="cat /app/from-editor.txt; ls /app")
     output = await stream_until(console, "README.md", sid="s1", timeout=GUEST_TIMEOUT)
     assert "written by the editor 7x6\r\n" in output
