@@ -215,7 +215,26 @@ async def zip_from_tar(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterato
     inbox = _Inbox(limit, stop, lambda: loop.call_soon_threadsafe(space.release))
 
     def emit(item: bytes | BaseException | None) -> None:
-        future = asyncio.run_coroutine_threadsafe(outbox.put(item), loop)
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def settle(task: asyncio.Task[None]) -> None:
+            if task.cancelled():
+                future.set_exception(concurrent.futures.CancelledError())
+            elif task.exception() is not None:
+                future.set_exception(task.exception())  # type: ignore[arg-type]
+            else:
+                future.set_result(None)
+
+        def start() -> None:
+            # The coroutine is made on the loop, never in this thread: a loop that is gone
+            # before it runs leaves no un-awaited coroutine behind.
+            if future.set_running_or_notify_cancel():
+                loop.create_task(outbox.put(item)).add_done_callback(settle)
+
+        try:
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop is closed: the reader went away
+            raise ArchiveAborted("cancelled") from None
         while True:
             try:
                 future.result(timeout=0.5)
