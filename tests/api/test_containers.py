@@ -381,7 +381,7 @@ def test_upload_writes_the_file_into_app(api_client, running_container):
     response = upload(api_client, running_container, b"hello")
 
     assert response.status_code == 200
-    assert response.json() == {"ok": True, "path": "/app/notes.txt"}
+    assert response.json() == {"ok": True, "path": "/app/notes.txt", "dest": "/app"}
     assert (workspace(running_container) / "notes.txt").read_bytes() == b"hello"
     assert audit("container.upload_file").metadata["path"] == "/app/notes.txt"
 
@@ -440,8 +440,9 @@ def test_download_file_returns_bytes_as_attachment(api_client, running_container
     )
 
     assert response.status_code == 200
-    assert response.content == b"\x00\x01binary"
+    assert b"".join(response.streaming_content) == b"\x00\x01binary"
     assert response["Content-Disposition"] == 'attachment; filename="data.bin"'
+    assert response["Content-Type"] == "application/octet-stream"
     assert audit("container.download_file").success
 
 

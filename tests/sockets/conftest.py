@@ -26,8 +26,8 @@ from django.test import Client
 
 from pequeroku.asgi import application
 from vm_manager.drivers.memory import InMemoryNodeDriver
+from vm_manager.guest.revisions import LocalRevisionStore
 from vm_manager.models import Container, ContainerType, Node
-from vm_manager.revisions import LocalRevisionStore
 
 ORIGIN = b"http://localhost"
 TIMEOUT = 10.0

@@ -10,8 +10,8 @@ import pytest
 from channels.db import database_sync_to_async
 
 from internal_config.models import AuditLog
-from vm_manager import editor as editor_service
 from vm_manager.drivers.memory import InMemoryNodeDriver
+from vm_manager.ide import files as editor_service
 from vm_manager.models import Container, Team, TeamMembership
 
 from .conftest import (

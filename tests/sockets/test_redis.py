@@ -15,7 +15,7 @@ import redis
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer
 
-from vm_manager.revisions import RedisRevisionStore, revision_store
+from vm_manager.guest.revisions import RedisRevisionStore, revision_store
 
 from .conftest import next_event
 from .test_editor import check_fifty_editors_receive_one_file_changed, path_of, request

@@ -15,7 +15,7 @@ from typing import Any
 from pequeroku.layer_guard import channel_layer_accepts
 from vm_manager.console import ConsoleError, ConsoleSessions, input_bytes
 from vm_manager.errors import ContainerNotRunning
-from vm_manager.operations import driver_for
+from vm_manager.guest.access import driver_for
 
 from .base import ContainerSocket
 

@@ -12,15 +12,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pequeroku.layer_guard import channel_layer_accepts
-from vm_manager.editor import (
+from vm_manager.guest.access import driver_for
+from vm_manager.guest.files import editor_group
+from vm_manager.guest.revisions import revision_store
+from vm_manager.ide.files import (
     MAX_WRITE_BYTES,
     Editor,
     EditorResult,
     RevisionConflict,
     workspace_initialize_once,
 )
-from vm_manager.operations import driver_for
-from vm_manager.revisions import revision_store
 
 from .base import ContainerSocket
 
@@ -46,7 +47,7 @@ ACTIONS: dict[str, Handler] = {
 
 
 def group_name(container_pk: int) -> str:
-    return f"container-fs-{container_pk}"
+    return editor_group(container_pk)
 
 
 class EditorConsumer(ContainerSocket):

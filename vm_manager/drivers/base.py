@@ -22,6 +22,7 @@ WORKSPACE_ROOT = "/app"
 VMState = Literal["running", "stopped", "error"]
 PathType = Literal["file", "directory", "symlink", "other"]
 ArchiveFormat = Literal["zip", "tar.gz"]
+GuestEgress = Literal["public", "none"]
 
 
 class VMSpec(TypedDict):
@@ -53,6 +54,9 @@ class NodeHealth(TypedDict):
     running_vms: int
     capacity_disk_mb: int
     free_disk_mb: int
+    guest_isolation: bool  # the egress policy is in force (without it the node runs no VMs)
+    guest_egress: GuestEgress
+    isolation_detail: str
 
 
 class ExecResult(TypedDict):
@@ -107,6 +111,10 @@ class GuestFileNotFound(NodeError):
     """The path does not exist inside the guest."""
 
 
+class GuestFileTooLarge(NodeError):
+    """The file is larger than the caller's ``max_bytes``; the agent sent none of it."""
+
+
 class NodeBadRequest(NodeError):
     """The agent rejected the request as malformed (4xx other than the cases above)."""
 
@@ -152,9 +160,17 @@ class NodeDriver(Protocol):
         """Run ``cmd`` with ``bash -lc`` in ``WORKSPACE_ROOT``; output is size-bounded."""
         ...
 
-    async def list_dir(self, vm_id: str, path: str) -> list[FileEntry]: ...
+    async def list_dir(self, vm_id: str, path: str, limit: int | None = None) -> list[FileEntry]:
+        """The entries of a directory, sorted by name; at most ``limit`` of them when given."""
+        ...
 
-    async def read_file(self, vm_id: str, path: str) -> bytes: ...
+    async def read_file(self, vm_id: str, path: str, max_bytes: int | None = None) -> bytes:
+        """The whole file; ``GuestFileTooLarge`` (nothing read) when it exceeds ``max_bytes``."""
+        ...
+
+    def read_file_stream(self, vm_id: str, path: str) -> AsyncIterator[bytes]:
+        """Stream a file in chunks (downloads); errors come before the first chunk."""
+        ...
 
     async def write_file(
         self, vm_id: str, path: str, content: bytes, mode: int | None = None
