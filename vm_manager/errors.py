@@ -131,9 +131,9 @@ class ContainerMissing(VMManagerError):
 def domain_error_for(exc: NodeError) -> VMManagerError:
     """The user's view of a node failure."""
     if isinstance(exc, PathNotAllowed):
-        return PathOutsideWorkspace(_node_text(exc))
+        return PathOutsideWorkspace(_node_text(exc, "path not allowed"))
     if isinstance(exc, GuestFileNotFound):
-        return GuestPathNotFound(_node_text(exc))
+        return GuestPathNotFound(_node_text(exc, "not found"))
     if isinstance(exc, GuestFileTooLarge):
         return GuestFileTooBig(_node_text(exc))
     if isinstance(exc, VMNotRunning | VMNotFound):
@@ -144,8 +144,11 @@ def domain_error_for(exc: NodeError) -> VMManagerError:
     return NodeUnreachable()
 
 
-def _node_text(exc: NodeError) -> str | None:
-    return str(exc)[:300] or None
+def _node_text(exc: NodeError, label: str = "") -> str | None:
+    text = str(exc)[:300]
+    if not text:
+        return None
+    return f"{label}: {text}" if label else text
 
 
 @contextlib.contextmanager

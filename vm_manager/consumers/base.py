@@ -17,22 +17,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from internal_config.audit import audit_log_ws, scope_client_info
 from pequeroku.errors import DomainError
-from vm_manager.drivers import (
-    GuestFileNotFound,
-    NodeAuthError,
-    NodeBadRequest,
-    NodeError,
-    NodeUnavailable,
-    PathNotAllowed,
-    VMNotFound,
-    VMNotRunning,
-)
-from vm_manager.errors import (
-    ContainerMissing,
-    ContainerNotRunning,
-    ContainerNotVisible,
-    NodeUnreachable,
-)
+from vm_manager.drivers import NodeError
+from vm_manager.errors import ContainerMissing, ContainerNotVisible, domain_error_for
 from vm_manager.models import Container
 from vm_manager.selectors import live_visible_container
 
@@ -64,19 +50,11 @@ def container_for_socket(user: Any, pk: int) -> Container:
 
 
 def error_message(exc: BaseException) -> str:
-    """The text a client sees for a failed request; never a token or a traceback."""
+    """The text a client sees for a failed request; never an address, token or traceback."""
+    if isinstance(exc, NodeError):
+        exc = domain_error_for(exc)
     if isinstance(exc, DomainError):
         return exc.message
-    if isinstance(exc, VMNotRunning | VMNotFound):
-        return ContainerNotRunning.default_message
-    if isinstance(exc, NodeUnavailable | NodeAuthError):
-        return NodeUnreachable.default_message
-    if isinstance(exc, PathNotAllowed):
-        return f"path not allowed: {str(exc)[:300]}"
-    if isinstance(exc, GuestFileNotFound):
-        return f"not found: {str(exc)[:300]}"
-    if isinstance(exc, NodeBadRequest | NodeError):
-        return str(exc)[:300] or "the node refused the request"
     return "internal error"
 
 
