@@ -119,3 +119,15 @@ async def test_tools_on_a_stopped_vm_explain_instead_of_failing_the_turn(ctx):
     await context.node().vm_stop(VM)
     result = await run(context, "read_file", path="README.md")
     assert result == "error: The container is not running."
+
+
+async def test_read_file_asks_the_node_for_at_most_the_tool_limit(ctx, monkeypatch):
+    from ai_services.agents import tools
+
+    context, audited = ctx
+    monkeypatch.setattr(tools, "MAX_FILE_READ", 4)
+
+    result = await run(context, "read_file", path="README.md")
+
+    assert result.startswith("error: ") and "larger than 4 bytes" in result
+    assert audited[-1][2] is False
