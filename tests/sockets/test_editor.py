@@ -65,6 +65,7 @@ async def test_first_connect_applies_the_default_template(
 
     assert "Welcome" in (workspace / "README.md").read_text()
     assert (workspace / ".editorconfig").is_file()
+    assert (workspace / "config.json").is_file() and (workspace / "readme.txt").is_file()
     await database_sync_to_async(running_container.refresh_from_db)()
     assert running_container.workspace_initialized
 
