@@ -21,6 +21,7 @@ from vm_manager.drivers.base import (
     NodeBadRequest,
     NodeError,
     PathNotAllowed,
+    PathTooLong,
     VMNotFound,
     VMNotRunning,
 )
@@ -130,6 +131,8 @@ class ContainerMissing(VMManagerError):
 
 def domain_error_for(exc: NodeError) -> VMManagerError:
     """The user's view of a node failure."""
+    if isinstance(exc, PathTooLong):
+        return PathOutsideWorkspace("That path is too long.", code="path_too_long")
     if isinstance(exc, PathNotAllowed):
         return PathOutsideWorkspace(_node_text(exc, "path not allowed"))
     if isinstance(exc, GuestFileNotFound):

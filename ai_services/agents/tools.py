@@ -23,6 +23,7 @@ from channels.layers import get_channel_layer
 
 from pequeroku.errors import DomainError
 from vm_manager.drivers import WORKSPACE_ROOT, NodeDriver, NodeError, PathNotAllowed
+from vm_manager.drivers.base import PathTooLong
 from vm_manager.errors import domain_error_for
 from vm_manager.guest.files import GuestFiles, write_and_publish
 from vm_manager.guest.paths import relative_to_workspace, workspace_path
@@ -240,6 +241,8 @@ async def tool_run(ctx: ToolContext, name: str, raw_arguments: str) -> str:
         return f"error: there is no tool named {name!r}"
     try:
         output = await _TOOLS[name](ctx, arguments)
+    except PathTooLong:
+        message = "error: that path is too long"
     except PathNotAllowed:
         message = f"error: paths must stay inside {WORKSPACE_ROOT}"
     except ToolFailed as exc:

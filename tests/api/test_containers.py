@@ -698,3 +698,14 @@ def test_a_refused_patch_changes_nothing(api_client, user, stopped_container):
     assert response.status_code == 403
     stopped_container.refresh_from_db()
     assert stopped_container.name == "idle"
+
+
+def test_download_file_with_a_name_over_255_bytes_is_400_path_too_long(
+    api_client, running_container
+):
+    response = api_client.get(
+        f"/api/containers/{running_container.pk}/download_file/?path=/app/{'n' * 256}"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "path_too_long"

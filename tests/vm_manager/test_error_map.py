@@ -12,6 +12,7 @@ from vm_manager.drivers.base import (
     NodeError,
     NodeUnavailable,
     PathNotAllowed,
+    PathTooLong,
     VMNotFound,
     VMNotRunning,
 )
@@ -29,6 +30,7 @@ ADDRESS = "https://10.0.0.7:8443"
     ("node_error", "status", "code"),
     [
         (PathNotAllowed("path '/etc' is outside /app"), 400, "path_not_allowed"),
+        (PathTooLong("path is too long"), 400, "path_too_long"),
         (GuestFileNotFound("/app/x does not exist"), 404, "file_not_found"),
         (GuestFileTooLarge("/app/big is larger than 10 bytes"), 413, "file_too_large"),
         (VMNotRunning("VM pq-1 is stopped"), 409, "container_not_running"),

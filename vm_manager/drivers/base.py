@@ -107,6 +107,10 @@ class PathNotAllowed(NodeError):
     """The path escapes the workspace root (``..``, absolute escape, symlink escape)."""
 
 
+class PathTooLong(PathNotAllowed):
+    """The path is over Linux's limits (4096 bytes a path, 255 a name)."""
+
+
 class GuestFileNotFound(NodeError):
     """The path does not exist inside the guest."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import posixpath
 
-from vm_manager.drivers.base import WORKSPACE_ROOT, PathNotAllowed
+from vm_manager.drivers.base import WORKSPACE_ROOT, PathNotAllowed, PathTooLong
 
 # Linux's limits: checked here so an over-long path is a clear "not allowed" everywhere rather
 # than whatever the guest's filesystem answers.
@@ -38,7 +38,7 @@ def workspace_path(path: str, root: str = WORKSPACE_ROOT) -> str:
     if len(encoded) > MAX_PATH_BYTES or any(
         len(part) > MAX_NAME_BYTES for part in encoded.split(b"/")
     ):
-        raise PathNotAllowed("path is too long")
+        raise PathTooLong("path is too long")
     return normal
 
 
