@@ -100,7 +100,7 @@ def test_staff_create_a_template_with_items(staff_client):
     assert set(response.json()) == TEMPLATE_FIELDS
     assert response.json()["items"][0]["mode"] == 0o600
     assert FileTemplate.objects.get(slug="node").items.count() == 1
-    assert AuditLog.objects.get(action="template.create").success
+    assert AuditLog.objects.get(action="template.create").success  # one row: the service's
 
 
 def test_staff_create_with_a_taken_slug_is_400(staff_client, template):

@@ -467,32 +467,45 @@ class TemplateViewSet(viewsets.ModelViewSet):
         return TemplateSerializer(self.get_queryset().get(pk=template.pk)).data
 
     def create(self, request: Request) -> Response:
-        with audited(request, "template.create", target_type="template") as entry:
+        with audited(request, "template.create", target_type="template", failures_only=True):
             serializer = TemplateSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             fields = dict(serializer.validated_data)
             items = fields.pop("items", [])
-            template = templates.template_create(fields=fields, items=items)
-            entry.target_id = template.pk
+            template = templates.template_create(
+                actor=templates.Actor.from_request(request), fields=fields, items=items
+            )
         return Response(self._fetch(template), status=status.HTTP_201_CREATED)
 
     def update(self, request: Request, pk: str, partial: bool = False) -> Response:
         action_name = "template.update"
-        with audited(request, action_name, target_type="template", target_id=pk[:64]):
+        with audited(
+            request, action_name, target_type="template", target_id=pk[:64], failures_only=True
+        ):
             template = self.get_object()
             serializer = TemplateSerializer(template, data=request.data, partial=partial)
             serializer.is_valid(raise_exception=True)
             fields = dict(serializer.validated_data)
             items = fields.pop("items", None if partial else [])
-            template = templates.template_update(template, fields=fields, items=items)
+            template = templates.template_update(
+                template, actor=templates.Actor.from_request(request), fields=fields, items=items
+            )
         return Response(self._fetch(template))
 
     def partial_update(self, request: Request, pk: str) -> Response:
         return self.update(request, pk, partial=True)
 
     def destroy(self, request: Request, pk: str) -> Response:
-        with audited(request, "template.delete", target_type="template", target_id=pk[:64]):
-            templates.template_delete(self.get_object())
+        with audited(
+            request,
+            "template.delete",
+            target_type="template",
+            target_id=pk[:64],
+            failures_only=True,
+        ):
+            templates.template_delete(
+                self.get_object(), actor=templates.Actor.from_request(request)
+            )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(

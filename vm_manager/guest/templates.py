@@ -1,8 +1,8 @@
 """File templates: writing them (audited) and applying them to a container's ``/app``.
 
-Entry points: ``template_create``, ``template_update``, ``template_delete``,
-``template_apply_to_container`` (REST), ``template_apply`` (async, also the editor's first
-connect), ``template_items``.
+Entry points: ``template_create``, ``template_update``, ``template_delete`` (each writes its
+own audit row, attributed to an ``Actor``), ``template_apply_to_container`` (REST),
+``template_apply`` (async, also the editor's first connect), ``template_items``.
 
 Every file is written through ``GuestFiles.write``, so editors with it open get
 ``file_changed`` and a save with the old revision is a conflict. ``clean`` empties the
@@ -15,12 +15,15 @@ points out of ``/app`` is left in place rather than followed.
 from __future__ import annotations
 
 import posixpath
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.http import HttpRequest
 
+from internal_config.audit import audit_log_ws, client_ip
 from vm_manager.drivers import WORKSPACE_ROOT, GuestFileNotFound, PathNotAllowed
 from vm_manager.errors import node_errors_as_domain_errors
 from vm_manager.models import Container, FileTemplate, FileTemplateItem
@@ -39,6 +42,35 @@ class TemplateItemData(TypedDict, total=False):
     order: int
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change, for its audit row."""
+
+    user: Any
+    ip: str | None = None
+    user_agent: str = ""
+
+    @classmethod
+    def from_request(cls, request: HttpRequest) -> Actor:
+        return cls(
+            user=request.user,
+            ip=client_ip(request.META),
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        )
+
+
+def _audit(actor: Actor, action: str, template_id: int, metadata: dict[str, Any]) -> None:
+    audit_log_ws(
+        action=action,
+        user=actor.user,
+        ip=actor.ip,
+        user_agent=actor.user_agent,
+        target_type="template",
+        target_id=template_id,
+        metadata=metadata,
+    )
+
+
 def _replace_items(template: FileTemplate, items: list[TemplateItemData]) -> None:
     template.items.all().delete()
     FileTemplateItem.objects.bulk_create(
@@ -48,10 +80,13 @@ def _replace_items(template: FileTemplate, items: list[TemplateItemData]) -> Non
 
 @transaction.atomic
 def template_create(
-    *, fields: dict[str, Any], items: list[TemplateItemData] | None = None
+    *, actor: Actor, fields: dict[str, Any], items: list[TemplateItemData] | None = None
 ) -> FileTemplate:
     template = FileTemplate.objects.create(**fields)
     _replace_items(template, items or [])
+    _audit(
+        actor, "template.create", template.pk, {"slug": template.slug, "items": len(items or [])}
+    )
     return template
 
 
@@ -59,6 +94,7 @@ def template_create(
 def template_update(
     template: FileTemplate,
     *,
+    actor: Actor,
     fields: dict[str, Any],
     items: list[TemplateItemData] | None = None,
 ) -> FileTemplate:
@@ -68,12 +104,18 @@ def template_update(
     template.save(update_fields=[*fields, "updated_at"])
     if items is not None:
         _replace_items(template, items)
+    metadata: dict[str, Any] = {"fields": sorted(fields)}
+    if items is not None:
+        metadata["items"] = len(items)
+    _audit(actor, "template.update", template.pk, metadata)
     return template
 
 
 @transaction.atomic
-def template_delete(template: FileTemplate) -> None:
+def template_delete(template: FileTemplate, *, actor: Actor) -> None:
+    pk, slug = template.pk, template.slug
     template.delete()
+    _audit(actor, "template.delete", pk, {"slug": slug})
 
 
 def template_items(template: FileTemplate) -> list[TemplateItem]:
