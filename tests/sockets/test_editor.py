@@ -609,7 +609,7 @@ async def test_changes_are_audited(running_container, alice_cookie, open_socket)
     rows = await database_sync_to_async(actions)()
     assert rows == [
         ("ws.connect", {}),
-        ("template.apply", {"files_count": 2}),
+        ("template.apply", {"files_count": 4}),
         ("container.write_file", {"path": "/app/a.txt", "bytes": 3}),
     ]
 
