@@ -226,10 +226,12 @@ inside() {
 _SCRIPTS = {
     # $2: at most that many entries (empty: all).
     "list": r"""inside "$1"; [ -d "$1" ] || exit 98
-find -H "$1" -mindepth 1 -maxdepth 1 -printf '%y\t%s\t%m\t%f\0' | head -z -n "${2:--0}" """,
+if [ -z "$2" ]; then exec find -H "$1" -mindepth 1 -maxdepth 1 -printf '%y\t%s\t%m\t%f\0'; fi
+find -H "$1" -mindepth 1 -maxdepth 1 -printf '%y\t%s\t%m\t%f\0' | head -z -n "$2" """,
     "check_dir": r"""inside "$1"; [ -d "$1" ] || exit 98""",
     # $2: send at most that many bytes (empty: all); the caller asks for one more than it keeps.
-    "read": r"""inside "$1"; [ -f "$1" ] || exit 98; exec head -c "${2:--0}" -- "$1" """,
+    "read": r"""inside "$1"; [ -f "$1" ] || exit 98
+if [ -z "$2" ]; then exec cat -- "$1"; fi; exec head -c "$2" -- "$1" """,
     "check_file": r"""inside "$1"; [ -f "$1" ] || exit 98""",
     "write": r"""inside "$1"; [ -d "$1" ] && { echo "is a directory" >&2; exit 97; }
 mkdir -p -- "$(dirname -- "$1")" || exit 95

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import posixpath
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from vm_manager.errors import (
 )
 from vm_manager.models import Container
 
-from .access import driver_for, running_driver
+from .access import driver_for, ensure_running, running_driver
 from .paths import workspace_path
 from .revisions import RevisionStore, revision_store
 
@@ -155,7 +155,7 @@ def container_upload_file(container: Container, path: str, content: bytes) -> st
     """Write an uploaded file through the write path (open editors learn of it)."""
     if len(content) > settings.MAX_UPLOAD_BYTES:
         raise UploadTooLarge(f"Uploads are limited to {settings.MAX_UPLOAD_BYTES} bytes.")
-    running_driver(container)
+    ensure_running(container)
     layer = get_channel_layer()
     files = files_for(container, layer)
     with node_errors_as_domain_errors():
@@ -227,7 +227,9 @@ class LoopStream:
             self._loop.close()
 
 
-def _streamed(open_chunks: Any, *, asynchronous: bool) -> AsyncIterator[bytes] | LoopStream:
+def _streamed(
+    open_chunks: Callable[[], AsyncIterator[bytes]], *, asynchronous: bool
+) -> AsyncIterator[bytes] | LoopStream:
     """A node stream for a response body; errors before the first byte are raised here.
 
     ``asynchronous`` (under ASGI) gives an async iterator that runs on the server's loop, so
