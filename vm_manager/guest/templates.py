@@ -123,20 +123,22 @@ def template_items(template: FileTemplate) -> list[TemplateItem]:
 
 
 async def _empty(files: GuestFiles, layer: Any, root: str) -> None:
-    """Delete what is in ``root`` (not ``root`` itself), telling open editors."""
-    refused: set[str] = set()
+    """Delete what is in ``root`` (not ``root`` itself), telling open editors.
+
+    Listed a page at a time (listings are capped); each entry is tried once, so one the node
+    refuses (a symlink out of ``/app``: never followed, left alone) cannot loop forever.
+    """
+    tried: set[str] = set()
     while True:
         listing = await files.listing(root)
-        pending = [entry["path"] for entry in listing.entries if entry["path"] not in refused]
+        pending = [entry["path"] for entry in listing.entries if entry["path"] not in tried]
         if not pending:
             return
         for path in pending:
+            tried.add(path)
             try:
                 await files.driver.delete_path(files.vm_id, path)
-            except PathNotAllowed:
-                refused.add(path)  # a symlink out of /app: never followed, left alone
-                continue
-            except GuestFileNotFound:
+            except (PathNotAllowed, GuestFileNotFound):
                 continue
             rev = await files.touched(path)
             await publish(
