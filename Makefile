@@ -1,7 +1,7 @@
 .PHONY: run test lint format
 
 run:  ## set up everything and run web server, local node agent and reconcile loop
-	bash scripts/run-local.sh
+	@bash scripts/run-local.sh
 
 test:  ## the whole suite: SQLite + in-memory layer, real VMs, then PostgreSQL + Redis
 	bash scripts/test.sh

@@ -9,7 +9,10 @@
 # Variables (see .env.example): WORKERS (8), DJANGO_MODULE (pequeroku), BIND (0.0.0.0:8000),
 # GUNICORN_TIMEOUT (60), DB_WAIT_SECONDS (60), DB_WAIT_INTERVAL (2), PYTHON (python).
 # The real environment wins over .env. If the database never answers, the script exits 1 after
-# printing one line that names the database it tried.
+# printing one line that names the database it tried. Secrets can come from files instead
+# (SECRET_KEY_FILE, DB_PASSWORD_FILE, REDIS_URL_FILE, DJANGO_SUPERUSER_PASSWORD_FILE ...: any
+# setting NAME as NAME_FILE), e.g. compose or Docker secrets under /run/secrets; the superuser
+# password and the node token are removed from the environment before Gunicorn starts.
 set -euo pipefail
 
 APP_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -56,6 +59,8 @@ echo "entrypoint: migrate"
 echo "entrypoint: collectstatic"
 "$PYTHON" manage.py collectstatic --no-input --verbosity 0
 "$PYTHON" -m pequeroku.startup ensure-superuser
+# Gunicorn lives for months and needs neither: keep them out of its environment.
+unset DJANGO_SUPERUSER_PASSWORD DJANGO_SUPERUSER_PASSWORD_FILE NODE_AGENT_TOKEN
 
 WORKERS=${WORKERS:-8}
 DJANGO_MODULE=${DJANGO_MODULE:-pequeroku}

@@ -1,9 +1,10 @@
-"""The AI assistant socket ``/ws/ai/<pk>/``: access checks, frame parsing, one turn at a time.
+"""The AI assistant socket ``/ws/ai/<pk>/``: frame parsing, one turn at a time.
 
-Entry point: ``AIConsumer``. Close codes: 4401 not logged in (or no AI uses left today, as the
-contract says), 4403 container not visible to the user, 4404 no such container. The socket is
-accepted before closing with a code, so the browser sees the code instead of a refused
-handshake. Everything else is delegated to ``ai_services.session.AISession``.
+Entry point: ``AIConsumer``, on the same base as the IDE sockets
+(``vm_manager.ide.base.ContainerSocket``): Origin, access (4401 not logged in, 4403 not
+visible, 4404 no such container), the per-user socket cap (4429), connect audit, and access
+re-checked while open (4403 once it is lost). The contract's own code: 4401 when no AI uses
+are left today. Everything else is delegated to ``ai_services.session.AISession``.
 """
 
 from __future__ import annotations
@@ -14,16 +15,12 @@ import json
 import logging
 from typing import Any
 
-from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
-
-from ai_services import services
-from ai_services.errors import AIError
 from ai_services.session import AISession
-from internal_config.audit import scope_client_info
-from pequeroku.layer_guard import channel_layer_accepts
+from vm_manager.ide.base import ContainerSocket, client_gone, socket_layer_accepts
 
 logger = logging.getLogger(__name__)
+
+BAD_FRAME = 'Messages must be JSON like {"text": "..."}.'
 
 
 def uses_group(user_pk: int) -> str:
@@ -31,60 +28,56 @@ def uses_group(user_pk: int) -> str:
     return f"ai-uses-{user_pk}"
 
 
-class AIConsumer(AsyncWebsocketConsumer):
-    channel_receive = channel_layer_accepts("ai.uses")  # never a client frame via the layer
+class AIConsumer(ContainerSocket):
+    socket_name = "ai"
+    channel_receive = socket_layer_accepts("ai.uses")  # never a client frame via the layer
+    max_frame_bytes = 64 * 1024
+    rate_per_second = 5.0
+    rate_burst = 20
+
     session: AISession | None = None
     turn_task: asyncio.Task[None] | None = None
     group: str | None = None
 
-    async def connect(self) -> None:
-        user = self.scope.get("user")
-        await self.accept()
-        if user is None or not user.is_authenticated:
-            await self.close(code=4401)
-            return
-        try:
-            container_pk = int(self.scope["url_route"]["kwargs"]["pk"])
-            await database_sync_to_async(services.ai_container_for_user)(user, container_pk)
-        except AIError as exc:
-            await self.close(code=exc.close_code)
-            return
-        ip, user_agent = scope_client_info(self.scope)
+    async def on_connected(self) -> None:
+        assert self.container is not None  # noqa: S101 - set by the access check
         self.session = AISession(
-            user=user,
-            container_pk=container_pk,
+            user=self.user,
+            container_pk=self.container.pk,
             send=self.send_json,
-            ip=ip,
-            user_agent=user_agent,
+            ip=self.client_ip,
+            user_agent=self.user_agent,
             announce=self.announce_uses if self.channel_layer is not None else None,
         )
         close_code = await self.session.greet()
         if close_code is not None:
+            self.session = None
             await self.close(code=close_code)
             return
         if self.channel_layer is not None:
-            self.group = uses_group(user.pk)
+            self.group = uses_group(self.user.pk)
             await self.channel_layer.group_add(self.group, self.channel_name)
 
-    async def disconnect(self, code: int) -> None:
+    async def on_disconnected(self) -> None:
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.group = None
         if self.turn_task is not None and not self.turn_task.done():
             self.turn_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.turn_task
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+    async def on_frame(self, text_data: str | None, bytes_data: bytes | None) -> None:
         if self.session is None:
             return
         try:
             payload = json.loads(text_data if text_data is not None else bytes_data or b"")
         except (json.JSONDecodeError, UnicodeDecodeError):
-            await self.send_error('Messages must be JSON like {"text": "..."}.')
+            await self.send_error(BAD_FRAME)
             return
         text = payload.get("text") if isinstance(payload, dict) else None
         if not isinstance(text, str) or not text.strip():
-            await self.send_error('Messages must be JSON like {"text": "..."}.')
+            await self.send_error(BAD_FRAME)
             return
         if self.turn_running():
             await self.send_error("The assistant is still answering; wait for it to finish.")
@@ -97,7 +90,10 @@ class AIConsumer(AsyncWebsocketConsumer):
     async def _turn(self, session: AISession, text: str) -> None:
         try:
             close_code = await session.handle_text(text)
-        except Exception:
+        except Exception as exc:
+            if client_gone(exc):
+                logger.debug("AI socket: the client left during a turn")
+                return
             logger.exception("AI turn failed on container %s", session.container_pk)
             await self.send_error("The assistant failed unexpectedly; try again.")
             return
@@ -106,7 +102,7 @@ class AIConsumer(AsyncWebsocketConsumer):
 
     async def announce_uses(self, uses_left: int) -> None:
         await self.channel_layer.group_send(
-            uses_group(self.scope["user"].pk),
+            uses_group(self.user.pk),
             {"type": "ai.uses", "ai_uses_left_today": uses_left, "origin": self.channel_name},
         )
 
@@ -125,8 +121,8 @@ class AIConsumer(AsyncWebsocketConsumer):
     def turn_running(self) -> bool:
         return self.session is not None and self.session.busy
 
-    async def send_json(self, content: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(content))
+    async def send_json(self, payload: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(payload))
 
-    async def send_error(self, message: str) -> None:
+    async def send_error(self, message: str, req_id: Any = None) -> None:
         await self.send_json({"event": "error", "message": message})

@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> None:
     )
     for node in nodes:
         InMemoryNodeDriver.set_capacity(node.name, vcpus=100_000, mem_mb=1 << 30)
+        InMemoryNodeDriver.set_disk(node.name, capacity_mb=1 << 40, free_mb=1 << 40)
 
     def add(count: int, placed: bool) -> None:
         start = Container.objects.count()

@@ -1,8 +1,9 @@
 """Writing the audit trail from HTTP requests and WebSocket scopes.
 
-Entry points: ``audit_log_http(request, ...)``, ``audit_log_ws(...)``, ``client_ip(meta)``,
-``redact_secrets(text)``. An audit write never breaks the action it records: failures are logged
-and swallowed.
+Entry points: ``audit_log_http(request, ...)``, ``audit_log_ws(...)``,
+``audit_log_ws_refusal(...)`` (at most one row a minute per user, container and action),
+``client_ip(meta)``, ``redact_secrets(text)``. An audit write never breaks the action it
+records: failures are logged and swallowed.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
+from django.utils import timezone
 
 from internal_config.models import AuditLog
 
@@ -154,6 +157,44 @@ def audit_log_ws(
         ip=_valid_ip(ip),
         user_agent=user_agent,
         success=success,
+    )
+
+
+REFUSAL_WINDOW = timedelta(minutes=1)
+
+
+def audit_log_ws_refusal(
+    *,
+    action: str,
+    user: Any,
+    target_type: str,
+    target_id: str | int,
+    **fields: Any,
+) -> AuditLog | None:
+    """A refused socket action, unless the same one was recorded within the last minute.
+
+    A stale browser tab reconnecting every half second would otherwise write rows forever;
+    one indexed read replaces the write. Two workers racing may both write: at most a couple
+    of rows a minute, never a stream.
+    """
+    if getattr(user, "is_authenticated", False):
+        recent = AuditLog.objects.filter(
+            user=user,
+            created_at__gte=timezone.now() - REFUSAL_WINDOW,
+            action=action,
+            target_type=target_type,
+            target_id=str(target_id),
+            success=False,
+        )
+        if recent.exists():
+            return None
+    return audit_log_ws(
+        action=action,
+        user=user,
+        target_type=target_type,
+        target_id=target_id,
+        success=False,
+        **fields,
     )
 
 

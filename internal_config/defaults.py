@@ -16,6 +16,11 @@ CONFIG_DEFAULTS: tuple[ConfigDefault, ...] = (
     ConfigDefault("token_output_price", "7.5e-7", "Price per completion (output) token"),
     ConfigDefault("default_ai_use_per_day", "5", "Daily AI uses for new users"),
     ConfigDefault("default_credits", "3", "Credits for new users"),
+    ConfigDefault(
+        "max_containers_per_user",
+        "10",
+        "Containers one user may own, stopped ones included; 0 means no cap",
+    ),
     ConfigDefault("openai_model", "openai/gpt-oss-120b", "Default LLM model"),
     ConfigDefault("openai_api_url", "https://api.groq.com/openai/v1", "OpenAI-compatible API URL"),
     ConfigDefault("openai_api_key", "change-me", "API key of the AI provider (secret)"),

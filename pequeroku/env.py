@@ -1,4 +1,8 @@
-"""Typed readers for environment variables, so settings stay declarative."""
+"""Typed readers for environment variables, so settings stay declarative.
+
+Every string setting can also come from a file: ``SECRET_KEY_FILE=/run/secrets/secret_key``
+reads ``SECRET_KEY`` from that file (trailing newline removed).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,27 @@ import os
 from django.core.exceptions import ImproperlyConfigured
 
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
-FALSE_VALUES = frozenset({"0", "false", "no", "off", ""})
+FALSE_VALUES = frozenset({"0", "false", "no", "off"})
 
 
 def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
+    """``NAME``, or the content of the file ``NAME_FILE`` names (Docker/compose secrets: the
+    long-lived process's environment then holds a path, not the secret)."""
+    path = os.environ.get(f"{name}_FILE")
+    if path is None:
+        return os.environ.get(name, default)
+    if name in os.environ:
+        raise ImproperlyConfigured(f"set {name} or {name}_FILE, not both")
+    try:
+        with open(path, encoding="utf-8") as secret:
+            return secret.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{name}_FILE: cannot read {path} ({exc.strerror})") from None
 
 
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
-    if raw is None:
+    if raw is None or raw.strip() == "":  # NAME= in .env means "not set", as for numbers
         return default
     value = raw.strip().lower()
     if value in TRUE_VALUES:

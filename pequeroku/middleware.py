@@ -39,7 +39,11 @@ def log_request(request: HttpRequest, status: int, started: float) -> None:
         "user_id": user_id,
         "client_ip": request.META.get("REMOTE_ADDR"),
     }
-    level = logging.ERROR if status >= 500 else logging.INFO
+    level = logging.INFO
+    if status == 503:  # no capacity, a node down: the service said so on purpose, not a bug
+        level = logging.WARNING
+    elif status >= 500:
+        level = logging.ERROR
     logger.log(
         level,
         "%s %s %s %.1fms user=%s",

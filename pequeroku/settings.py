@@ -1,8 +1,11 @@
 """Settings, read from the environment (and ``.env`` beside manage.py when present).
 
-With no DB_NAME the database is SQLite in the project folder; with no REDIS_URL in the
-environment the channel layer is in-memory. Production (DEBUG=false) refuses to start with the
-default SECRET_KEY or without REDIS_URL: several workers cannot share an in-memory layer.
+With no DB_NAME the database is SQLite in the project folder. The channel layer (and cache) is
+Redis at REDIS_URL when DEBUG=false, whether REDIS_URL is set or its default is used (several
+workers cannot share an in-memory layer); in development it is in-memory unless REDIS_URL is
+set. Production (DEBUG=false) refuses to start with the default SECRET_KEY. HTTPS=true turns on
+the TLS-only switches (redirect, secure cookies, HSTS); without it the site works over plain
+HTTP, as the spec's ``docker run -e DEBUG=false`` example expects.
 """
 
 from __future__ import annotations
@@ -28,19 +31,16 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 REDIS_URL = env_str("REDIS_URL", "redis://redis:6379/1")
 REDIS_PREFIX = env_str("REDIS_PREFIX", "web_service:")
-REDIS_CONFIGURED = "REDIS_URL" in os.environ
+# Redis whenever it can matter: in production always (the default URL is the compose service),
+# in development only when asked for.
+USE_REDIS = "REDIS_URL" in os.environ or "REDIS_URL_FILE" in os.environ or not DEBUG
 
 # Used by entrypoint.sh; kept here so every documented variable has one home.
 WORKERS = env_int("WORKERS", 8)
 DJANGO_MODULE = env_str("DJANGO_MODULE", "pequeroku")
 
-if not DEBUG:
-    if SECRET_KEY == DEFAULT_SECRET_KEY:
-        raise ImproperlyConfigured("DEBUG=false needs a real SECRET_KEY (the default is public).")
-    if not REDIS_CONFIGURED:
-        raise ImproperlyConfigured(
-            "DEBUG=false needs REDIS_URL: workers cannot share an in-memory channel layer."
-        )
+if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
+    raise ImproperlyConfigured("DEBUG=false needs a real SECRET_KEY (the default is public).")
 
 INSTALLED_APPS = [
     "daphne",
@@ -66,6 +66,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "pequeroku.not_found.ApiNotFoundMiddleware",  # JSON 404 under /api/, after APPEND_SLASH
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -79,7 +80,7 @@ ASGI_APPLICATION = "pequeroku.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "pequeroku" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -105,11 +106,20 @@ if env_str("DB_NAME"):
         }
     }
 else:
+    # The web server and the reconcile loop write this file at the same time. A deferred
+    # transaction that reads and then writes cannot wait for the other writer (SQLite answers
+    # "database is locked" at once, busy timeout or not), so every transaction takes the write
+    # lock when it begins (IMMEDIATE) and waits up to ``timeout`` seconds for it; WAL lets
+    # readers go on meanwhile. The engine creates the file 0600.
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": "pequeroku.sqlite",
             "NAME": BASE_DIR / "db.sqlite3",
-            "OPTIONS": {"timeout": 20},
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
         }
     }
 
@@ -148,7 +158,7 @@ def redis_channel_layer(url: str, prefix: str, keys: list[str]) -> dict[str, obj
     }
 
 
-if REDIS_CONFIGURED:
+if USE_REDIS:
     CHANNEL_LAYERS = {
         "default": redis_channel_layer(REDIS_URL, REDIS_PREFIX, channel_layer_keys(SECRET_KEY))
     }
@@ -159,7 +169,7 @@ else:
 AUTHENTICATION_BACKENDS = ["pequeroku.auth.ThrottledModelBackend"]
 # Failed logins: free attempts per username and per client IP within the window, then a lock
 # of LOGIN_LOCKOUT_SECONDS doubling with each further failure up to the maximum. The counters
-# live in the cache (Redis when REDIS_URL is set), shared by every worker.
+# live in the cache (Redis when the channel layer is), shared by every worker.
 LOGIN_FAILURES_PER_USERNAME = env_int("LOGIN_FAILURES_PER_USERNAME", 10)
 LOGIN_FAILURES_PER_IP = env_int("LOGIN_FAILURES_PER_IP", 30)
 LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 60)
@@ -195,18 +205,22 @@ STORAGES = {
     },
 }
 
-# Security: strict by default in production, each switch overridable for setups behind a proxy.
+# Security. HTTPS=true says "this site is reached over https, through a TLS proxy that sets
+# X-Forwarded-Proto": it turns on every switch below, each of which can still be set alone.
+# Off by default, also with DEBUG=false: a plain-HTTP server (the spec's docker run example,
+# a port published for a test) must answer rather than redirect to an https that is not there.
+HTTPS = env_bool("HTTPS", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=not DEBUG)
-CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", default=not DEBUG)
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", default=HTTPS)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=HTTPS)
 SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$"]
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
-SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
-if env_bool("SECURE_PROXY_SSL", default=False):
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=HTTPS)
+if env_bool("SECURE_PROXY_SSL", default=HTTPS):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # The client IP (audit rows, login and API throttles) is read from this META key only when it
 # is set (e.g. HTTP_X_FORWARDED_FOR behind a trusted reverse proxy); otherwise REMOTE_ADDR.
@@ -252,8 +266,8 @@ MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 # exec_command: seconds a command may run before it is killed.
 EXEC_TIMEOUT_SECONDS = env_int("EXEC_TIMEOUT_SECONDS", 30)
 
-# Throttle counters: shared by every worker through Redis when it is configured.
-if REDIS_CONFIGURED:
+# Throttle counters: shared by every worker through Redis when it is used.
+if USE_REDIS:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -265,6 +279,8 @@ if REDIS_CONFIGURED:
 # Compute nodes
 NODE_DRIVER = env_str("NODE_DRIVER", "vm_manager.drivers.http.HttpNodeDriver")
 NODE_HEARTBEAT_TIMEOUT_SECONDS = env_int("NODE_HEARTBEAT_TIMEOUT_SECONDS", 60)
+# A node whose data disk has less free space than this (MB) gets no new containers.
+NODE_MIN_FREE_DISK_MB = env_int("NODE_MIN_FREE_DISK_MB", 2048)
 VM_IMAGE = env_str("VM_IMAGE", "default")
 # PEM file of a private CA that signed the agents' TLS certificates (nodes with https URLs);
 # empty: the system's trusted CAs. Verification is never off.
@@ -275,6 +291,9 @@ RECONCILE_IN_BACKGROUND = env_bool("RECONCILE_IN_BACKGROUND", default=True)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOG_FORMAT = env_str("LOG_FORMAT", "text")
+# One line per request at INFO (pequeroku.request); false keeps only its warnings and errors
+# (``make run`` sets it unless PEQUEROKU_VERBOSE=1, so the terminal stays readable).
+LOG_REQUESTS = env_bool("LOG_REQUESTS", default=True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -282,16 +301,26 @@ LOGGING = {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "pequeroku.logging.JsonFormatter"},
     },
+    "filters": {
+        "disconnects_at_debug": {"()": "pequeroku.logging.DisconnectsAtDebug"},
+        "tracebacks_only": {"()": "pequeroku.logging.TracebacksOnly"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "text",
+            "filters": ["disconnects_at_debug"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # pequeroku.request already logs every request once; keep Django's 5xx tracebacks only.
-        "django.request": {"level": "ERROR"},
+        "django.request": {"level": "ERROR", "filters": ["tracebacks_only"]},
+        "pequeroku.request": {"level": "NOTSET" if LOG_REQUESTS else "WARNING"},
+        # Uvicorn (also as Gunicorn's worker) logs through handlers of its own, not "console":
+        # the disconnect rule goes on the logger it reports application errors on. No level
+        # here, so --log-level still decides.
+        "uvicorn.error": {"filters": ["disconnects_at_debug"]},
     },
 }

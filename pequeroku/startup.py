@@ -1,6 +1,7 @@
 """Start-up steps used by ``entrypoint.sh`` and ``scripts/run-local.sh``.
 
-    python -m pequeroku.startup wait-for-database   # bounded retry, one clear line on failure
+    python -m pequeroku.startup wait-for-database   # bounded retry, one clear line on failure;
+                                                    # first, one WARNING line per risky setting
     python -m pequeroku.startup ensure-superuser    # from DJANGO_SUPERUSER_*, only once
     python -m pequeroku.startup local-admin         # admin with a password printed once
 
@@ -47,6 +48,20 @@ def describe_database() -> str:
     return f"{connection.vendor} database {settings['NAME']!r} at {host}:{port}"
 
 
+def configuration_warnings() -> list[str]:
+    """Settings that start but are probably not what a production operator meant."""
+    from django.conf import settings
+    from django.db import connection
+
+    warnings = []
+    if not settings.DEBUG and connection.vendor == "sqlite":
+        warnings.append(
+            f"DEBUG=false without DB_NAME: running on SQLite {connection.settings_dict['NAME']}, "
+            "not PostgreSQL; set DB_NAME, DB_USER, DB_PASSWORD and DB_HOST"
+        )
+    return warnings
+
+
 def wait_for_database(timeout: float, interval: float) -> int:
     """Connect until it works or ``timeout`` seconds passed; 0 on success, 1 otherwise."""
     from django.db import OperationalError, connection
@@ -85,9 +100,11 @@ def ensure_superuser() -> int:
     from django.contrib.auth import get_user_model
     from django.db import IntegrityError
 
-    username = os.environ.get("DJANGO_SUPERUSER_USERNAME", "").strip()
-    password = os.environ.get("DJANGO_SUPERUSER_PASSWORD", "")
-    email = os.environ.get("DJANGO_SUPERUSER_EMAIL", "").strip()
+    from pequeroku.env import env_str
+
+    username = env_str("DJANGO_SUPERUSER_USERNAME").strip()
+    password = env_str("DJANGO_SUPERUSER_PASSWORD")
+    email = env_str("DJANGO_SUPERUSER_EMAIL").strip()
     if not username or not password:
         return 0
     user_model = get_user_model()
@@ -139,6 +156,8 @@ def main(argv: list[str]) -> int:
 
         django.setup()
         if command == "wait-for-database":
+            for warning in configuration_warnings():
+                _say(f"WARNING: {warning}", err=True)
             return wait_for_database(
                 env_float("DB_WAIT_SECONDS", DEFAULT_WAIT_SECONDS),
                 env_float("DB_WAIT_INTERVAL", DEFAULT_WAIT_INTERVAL),

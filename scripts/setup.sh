@@ -5,11 +5,29 @@
 #
 #   scripts/setup.sh            system packages + .venv with dev tools
 #   scripts/setup.sh --no-apt   only the Python environment
+#
+# apt's and pip's own output (warnings, build banners) goes to PEQUEROKU_SETUP_LOG
+# (.local/logs/setup.log); on failure the last lines are shown with the log's path.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static debootstrap e2fsprogs openssh-client nftables shellcheck)
+LOG=${PEQUEROKU_SETUP_LOG:-$PWD/.local/logs/setup.log}
+mkdir -p "$(dirname "$LOG")"
+: >"$LOG"
+
+logged() {  # what, command...: run with output to $LOG; on failure say so and exit 1
+  local what=$1
+  shift
+  echo "### $what: $*" >>"$LOG"
+  if ! "$@" >>"$LOG" 2>&1; then
+    echo "setup: $what failed; full output in $LOG, last lines:" >&2
+    tail -n 15 "$LOG" | sed 's/^/  | /' >&2
+    exit 1
+  fi
+}
+
+APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static debootstrap e2fsprogs openssh-client nftables shellcheck nginx-light)
 want_apt=1
 for arg in "$@"; do
   case "$arg" in
@@ -27,16 +45,17 @@ if [ "$want_apt" = 1 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]}"
     sudo_cmd=()
     [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
-    "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+    logged "apt-get update" "${sudo_cmd[@]}" apt-get update -qq
+    logged "apt-get install" "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq "${missing[@]}"
   fi
 fi
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
-  "$PYTHON" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
+  logged "creating .venv" "$PYTHON" -m venv .venv
+  logged "upgrading pip" .venv/bin/python -m pip install -q --upgrade pip
 fi
 
 # Reinstall only when pyproject.toml changed since the last install.
@@ -44,6 +63,6 @@ stamp=.venv/.pyproject.sha256
 sum=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ]; then
   echo "setup: installing Python dependencies"
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  logged "pip install" .venv/bin/python -m pip install -q -e ".[dev]"
   echo "$sum" > "$stamp"
 fi

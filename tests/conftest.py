@@ -106,6 +106,9 @@ def make_node(db: Any) -> Callable[..., Node]:
             "auth_token": "node-secret-token",
             "capacity_vcpus": 8,
             "capacity_mem_mb": 16384,
+            "capacity_disk_mb": 262144,
+            "free_disk_mb": 262144,
+            "guest_isolation": True,
             "healthy": True,
             "heartbeat_at": timezone.now(),
         }

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import IntegerField, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models import IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
 from pequeroku.admin import SecretFieldsAdmin
 from pequeroku.errors import DomainError
 from vm_manager import services
+from vm_manager.api.audit import audited
 from vm_manager.models import (
     Container,
     ContainerType,
@@ -20,6 +22,7 @@ from vm_manager.models import (
     ResourceQuota,
     Team,
     TeamMembership,
+    credits_held_sum,
 )
 from vm_manager.names import display_name_validator, no_markup_validator
 
@@ -56,27 +59,27 @@ class ContainerTypeAdmin(ShownNamesAdmin):
 
 
 def _credits_used_subquery() -> Subquery:
-    from django.db.models import Case, F, When
-
     held = (
-        Container.objects.filter(
-            user_id=OuterRef("user_id"),
-            desired_state=Container.DesiredState.RUNNING,
-            deleted_at__isnull=True,
-        )
+        Container.objects.filter(user_id=OuterRef("user_id"))
+        .holding_capacity()
         .values("user_id")
-        .annotate(
-            total=Sum(
-                Case(
-                    When(container_type__isnull=True, then=Value(1)),
-                    default=F("container_type__credits_cost"),
-                    output_field=IntegerField(),
-                )
-            )
-        )
+        .annotate(total=credits_held_sum())
         .values("total")
     )
     return Subquery(held, output_field=IntegerField())
+
+
+def _audited_service(
+    request: HttpRequest, action: str, *, target_type: str, target_id: int
+) -> AbstractContextManager[Any]:
+    """The API's audit row for an admin action: same action names, ``via: admin``."""
+    return audited(
+        request,  # type: ignore[arg-type]
+        action,
+        target_type=target_type,
+        target_id=target_id,
+        metadata={"via": "admin"},
+    )
 
 
 @admin.register(ResourceQuota)
@@ -100,17 +103,65 @@ class ResourceQuotaAdmin(admin.ModelAdmin):
     def credits_used(self, obj: ResourceQuota) -> int:
         return obj.used
 
+    def _set_active(self, request: HttpRequest, quota: ResourceQuota, active: bool) -> None:
+        action = "quota.activate" if active else "quota.deactivate"
+        with _audited_service(request, action, target_type="quota", target_id=quota.pk):
+            services.quota_set_active(quota, active)
+
     @admin.action(description="Deactivate (stops every container)")
     def deactivate(self, request: HttpRequest, queryset: QuerySet[ResourceQuota]) -> None:
-        for quota in queryset:
-            services.quota_set_active(quota, False)
-        self.message_user(request, f"Deactivated {queryset.count()} quota(s).")
+        quotas = list(queryset)
+        for quota in quotas:
+            self._set_active(request, quota, False)
+        self.message_user(request, f"Deactivated {len(quotas)} quota(s).")
 
     @admin.action(description="Activate")
     def activate(self, request: HttpRequest, queryset: QuerySet[ResourceQuota]) -> None:
-        for quota in queryset:
-            services.quota_set_active(quota, True)
-        self.message_user(request, f"Activated {queryset.count()} quota(s).")
+        quotas = list(queryset)
+        for quota in quotas:
+            self._set_active(request, quota, True)
+        self.message_user(request, f"Activated {len(quotas)} quota(s).")
+
+    def save_model(
+        self, request: HttpRequest, obj: ResourceQuota, form: forms.ModelForm, change: bool
+    ) -> None:
+        """Editing ``active`` is the (de)activate service with its audit row."""
+        if not (change and "active" in form.changed_data):
+            super().save_model(request, obj, form, change)
+            return
+        wanted = obj.active
+        obj.active = form.initial["active"]
+        super().save_model(request, obj, form, change)
+        self._set_active(request, obj, wanted)
+
+
+POWER_ACTIONS = {
+    Container.DesiredState.RUNNING: "container.power_on",
+    Container.DesiredState.STOPPED: "container.power_off",
+}
+
+
+class ContainerAdminForm(forms.ModelForm):
+    """Turning a container on here is refused for the same reason the API would refuse it."""
+
+    class Meta:
+        model = Container
+        fields = "__all__"  # noqa: DJ007 - the admin's own fieldsets decide what is shown
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        container = self.instance
+        starting = (
+            container.pk
+            and "desired_state" in self.changed_data
+            and data.get("desired_state") == Container.DesiredState.RUNNING
+        )
+        quota = ResourceQuota.objects.filter(user_id=container.user_id).first()
+        if starting and quota is not None:
+            refusal = quota.refusal_for(container.container_type, new_container=False)
+            if refusal is not None:
+                self.add_error("desired_state", refusal.message)
+        return data
 
 
 @admin.register(Container)
@@ -143,17 +194,38 @@ class ContainerAdmin(ShownNamesAdmin):
         "updated_at",
     )
     actions = ("power_on", "power_off")
+    form = ContainerAdminForm
+
+    def _apply_desired(self, request: HttpRequest, container: Container, state: str) -> bool:
+        """The API's service (credit check under the quota lock, reconcile request), audited;
+        a refusal becomes an admin error message."""
+        action = POWER_ACTIONS[state]
+        try:
+            with _audited_service(request, action, target_type="container", target_id=container.pk):
+                services.container_set_desired_state(container, state)
+        except DomainError as error:
+            self.message_user(
+                request, f"{container} was not changed: {error.message}", messages.ERROR
+            )
+            return False
+        return True
 
     def _set_desired(self, request: HttpRequest, queryset: QuerySet[Container], state: str) -> None:
-        done = 0
-        for container in queryset:
-            try:
-                services.container_set_desired_state(container, state)
-                done += 1
-            except DomainError as error:
-                self.message_user(request, f"{container}: {error.message}", messages.ERROR)
+        done = sum(self._apply_desired(request, container, state) for container in queryset)
         if done:
             self.message_user(request, f"{done} container(s) set to {state}; reconcile requested.")
+
+    def save_model(
+        self, request: HttpRequest, obj: Container, form: forms.ModelForm, change: bool
+    ) -> None:
+        """An edited ``desired_state`` goes through the power service, like the API's."""
+        if not (change and "desired_state" in form.changed_data):
+            super().save_model(request, obj, form, change)
+            return
+        wanted = obj.desired_state
+        obj.desired_state = form.initial["desired_state"]
+        super().save_model(request, obj, form, change)
+        self._apply_desired(request, obj, wanted)
 
     @admin.action(description="Power on (desired running)")
     def power_on(self, request: HttpRequest, queryset: QuerySet[Container]) -> None:
@@ -189,6 +261,9 @@ class NodeForm(forms.ModelForm):
             "kvm_available",
             "capacity_vcpus",
             "capacity_mem_mb",
+            "cpu_allocation_ratio",
+            "ram_allocation_ratio",
+            "disk_allocation_ratio",
             "healthy",
             "active",
         )
@@ -223,13 +298,22 @@ class NodeAdmin(SecretFieldsAdmin):
         "kvm_available",
         "capacity_vcpus",
         "capacity_mem_mb",
+        "free_disk_mb",
+        "guest_isolation",
         "healthy",
         "heartbeat_at",
         "active",
     )
-    list_filter = ("healthy", "active", "arch", "kvm_available")
+    list_filter = ("healthy", "active", "arch", "kvm_available", "guest_isolation")
     search_fields = ("name", "address")
-    readonly_fields = ("heartbeat_at", "last_error", "created_at")
+    readonly_fields = (
+        "capacity_disk_mb",
+        "free_disk_mb",
+        "guest_isolation",
+        "heartbeat_at",
+        "last_error",
+        "created_at",
+    )
 
 
 class FileTemplateItemInline(admin.TabularInline):

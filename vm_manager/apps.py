@@ -8,3 +8,4 @@ class VmManagerConfig(AppConfig):
 
     def ready(self) -> None:
         from vm_manager import signals  # noqa: F401
+        from vm_manager.ide import revocation  # noqa: F401

@@ -49,6 +49,12 @@ class NotEnoughCredits(VMManagerError):
     default_message = "Not enough credits."
 
 
+class ContainerLimitReached(VMManagerError):
+    status_code = 403
+    code = "container_limit"
+    default_message = "You have reached the per-user container limit."
+
+
 class UnknownContainerType(VMManagerError):
     status_code = 400
     code = "unknown_container_type"

@@ -16,12 +16,29 @@ from django.db.models import Case, F, IntegerField, Q, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from vm_manager.errors import (
+    ContainerLimitReached,
+    ContainerTypeNotAllowed,
+    NotEnoughCredits,
+    QuotaInactive,
+    VMManagerError,
+)
 from vm_manager.names import friendly_name
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
     from internal_config.models import AIUsageLog, AuditLog
+
+DEFAULT_MAX_CONTAINERS_PER_USER = 10
+
+
+def max_containers_per_user() -> int:
+    """Config ``max_containers_per_user``: containers a user may own, stopped ones included;
+    0 (or less) means no cap."""
+    from internal_config.services import config_get_int
+
+    return max(config_get_int("max_containers_per_user", DEFAULT_MAX_CONTAINERS_PER_USER), 0)
 
 
 def utc_day_start() -> datetime:
@@ -54,8 +71,8 @@ class ContainerType(models.Model):
         return self.container_type_name
 
 
-def _running_credits() -> Coalesce:
-    """SQL sum of the credits held by containers; legacy containers without a type cost 1."""
+def credits_held_sum() -> Coalesce:
+    """SQL sum of the credits held by a set of containers; legacy ones without a type cost 1."""
     return Coalesce(
         Sum(
             Case(
@@ -66,6 +83,30 @@ def _running_credits() -> Coalesce:
         ),
         Value(0),
     )
+
+
+def live_q(prefix: str = "") -> Q:
+    """Not being deleted. ``prefix`` reaches containers through a relation (``"containers__"``)."""
+    return Q(**{f"{prefix}deleted_at__isnull": True})
+
+
+def holding_capacity_q(prefix: str = "") -> Q:
+    """The one definition of "holds capacity" (credits, vCPUs, memory): desired running and not
+    being deleted. ``prefix`` as for ``live_q``."""
+    return live_q(prefix) & Q(**{f"{prefix}desired_state": Container.DesiredState.RUNNING})
+
+
+class ContainerQuerySet(models.QuerySet["Container"]):
+    def live(self) -> ContainerQuerySet:
+        """Not being deleted: counts toward the per-user cap and the node's disk."""
+        return self.filter(live_q())
+
+    def holding_capacity(self) -> ContainerQuerySet:
+        """Holds credits, vCPUs and memory: desired running and not being deleted."""
+        return self.filter(holding_capacity_q())
+
+    def credits_held(self) -> int:
+        return self.holding_capacity().aggregate(used=credits_held_sum())["used"]
 
 
 class ResourceQuota(models.Model):
@@ -97,19 +138,44 @@ class ResourceQuota(models.Model):
     def calculate_used_credits(self, user: AbstractBaseUser | None = None) -> int:
         """Credits held by containers meant to run (desired_state running, not being deleted)."""
         owner = user if user is not None else self.user
-        return Container.objects.filter(
-            user=owner, desired_state=Container.DesiredState.RUNNING, deleted_at__isnull=True
-        ).aggregate(used=_running_credits())["used"]
+        return Container.objects.filter(user=owner).credits_held()
 
     def credits_left(self) -> int:
         return self.credits - self.calculate_used_credits()
 
     def can_create_container(self, container_type: ContainerType) -> bool:
+        return self.refusal_for(container_type) is None
+
+    def refusal_for(
+        self, container_type: ContainerType | None, *, new_container: bool = True
+    ) -> VMManagerError | None:
+        """The quota rule: why ``container_type`` may not run now, or None when it may.
+
+        ``new_container`` adds the per-user container cap (creation); powering on an existing
+        container checks the rest. The caller holds the quota row lock when it acts on the answer.
+        """
         if not self.active:
-            return False
-        if not self.allowed_types.filter(pk=container_type.pk).exists():
-            return False
-        return self.credits_left() >= container_type.credits_cost
+            return QuotaInactive()
+        if (
+            container_type is not None
+            and not self.allowed_types.filter(pk=container_type.pk).exists()
+        ):
+            return ContainerTypeNotAllowed(
+                f"Your quota does not allow the {container_type.container_type_name} type."
+            )
+        if new_container:
+            limit = max_containers_per_user()
+            owned = Container.objects.filter(user_id=self.user_id).live().count()
+            if limit and owned >= limit:
+                return ContainerLimitReached(
+                    f"You have {owned} containers and the limit is {limit} per user "
+                    "(stopped ones count too); delete one to create another."
+                )
+        cost = container_type.credits_cost if container_type is not None else 1
+        left = self.credits_left()
+        if left < cost:
+            return NotEnoughCredits(f"This needs {cost} credits and you have {left} left.")
+        return None
 
     def ai_uses_today(self) -> int:
         from internal_config.models import AIUsageLog
@@ -144,6 +210,26 @@ class Node(models.Model):
     kvm_available = models.BooleanField(default=False)
     capacity_vcpus = models.PositiveIntegerField(default=0)
     capacity_mem_mb = models.PositiveIntegerField(default=0)
+    capacity_disk_mb = models.PositiveBigIntegerField(
+        default=0, help_text="Size of the agent's data disk, from its last health report."
+    )
+    free_disk_mb = models.PositiveBigIntegerField(
+        default=0, help_text="Free space on the agent's data disk, from its last health report."
+    )
+    guest_isolation = models.BooleanField(
+        default=False,
+        help_text="The agent reported its guest egress policy in force; nodes without it "
+        "receive no new containers.",
+    )
+    cpu_allocation_ratio = models.FloatField(
+        default=4.0, help_text="vCPUs handed out per host CPU (overcommit)."
+    )
+    ram_allocation_ratio = models.FloatField(
+        default=1.0, help_text="Guest memory handed out per MB of host memory."
+    )
+    disk_allocation_ratio = models.FloatField(
+        default=1.0, help_text="Guest disk handed out per MB of the data disk."
+    )
     healthy = models.BooleanField(default=False)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
@@ -154,6 +240,14 @@ class Node(models.Model):
 
     class Meta:
         ordering = ("name",)
+        constraints = (
+            models.CheckConstraint(
+                condition=Q(cpu_allocation_ratio__gt=0)
+                & Q(ram_allocation_ratio__gt=0)
+                & Q(disk_allocation_ratio__gt=0),
+                name="node_allocation_ratios_positive",
+            ),
+        )
 
     def __str__(self) -> str:
         return self.name
@@ -165,12 +259,14 @@ class Node(models.Model):
         return f"{scheme}://{host}:{self.port}"
 
     def get_used_resources(self) -> NodeResources:
-        used = Container.objects.filter(
-            node=self, desired_state=Container.DesiredState.RUNNING, deleted_at__isnull=True
-        ).aggregate(
-            vcpus=Coalesce(Sum("vcpus"), Value(0)),
-            mem_mb=Coalesce(Sum("memory_mb"), Value(0)),
-            containers=models.Count("pk"),
+        used = (
+            Container.objects.filter(node=self)
+            .holding_capacity()
+            .aggregate(
+                vcpus=Coalesce(Sum("vcpus"), Value(0)),
+                mem_mb=Coalesce(Sum("memory_mb"), Value(0)),
+                containers=models.Count("pk"),
+            )
         )
         return NodeResources(**used)
 
@@ -261,6 +357,8 @@ class Container(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = ContainerQuerySet.as_manager()
+
     class Meta:
         ordering = ("-created_at", "-id")
         indexes = (
@@ -316,7 +414,7 @@ class Container(models.Model):
 
 def visible_containers_for(user: AbstractBaseUser | AnonymousUser) -> models.QuerySet[Container]:
     """Containers ``user`` may see: their own, and those of active teammates in active teams."""
-    live = Container.objects.filter(deleted_at__isnull=True)
+    live = Container.objects.live()
     if not getattr(user, "is_authenticated", False):
         return live.none()
     if user.is_superuser:

@@ -1,15 +1,15 @@
-"""Node registration and health.
+"""Node health (registering a node is ``services.node_register``).
 
 Entry points:
-- ``node_register(name, url=, token=)``: add or update a node from its agent URL.
+- ``parse_agent_url(url)``: (host, port, TLS) of an agent URL, or ``InvalidNodeUrl``.
 - ``node_probe(nodes, with_vms=)``: async; asks every node's agent for health (and its VM
   list) at once, never raising.
 - ``node_apply_health(nodes, probes, now)``: records healthy, heartbeat_at, arch, KVM,
-  capacities and last_error in one query.
+  capacities, disk, guest isolation and last_error in one query.
 - ``node_heartbeat(nodes)``: both, for ``reconcile --heartbeat-only`` and ``register_node``.
 
-A node's freshness is judged against ``settings.NODE_HEARTBEAT_TIMEOUT_SECONDS`` by the
-scheduler; a failed probe marks it unhealthy at once. The agent token never leaves the row.
+A node's freshness is judged against ``settings.NODE_HEARTBEAT_TIMEOUT_SECONDS`` by
+placement; a failed probe marks it unhealthy at once. The agent token never leaves the row.
 """
 
 from __future__ import annotations
@@ -67,25 +67,6 @@ def parse_agent_url(url: str) -> tuple[str, int, bool]:
     return parts.hostname, port, parts.scheme == "https"
 
 
-@transaction.atomic
-def node_register(name: str, *, url: str, token: str, arch: str | None = None) -> Node:
-    """Create the node, or update its address and token; it is healthy only after a probe."""
-    address, port, use_tls = parse_agent_url(url)
-    if not token.strip():
-        raise DomainError("The node token must not be empty.")
-    defaults: dict[str, object] = {
-        "address": address,
-        "port": port,
-        "use_tls": use_tls,
-        "auth_token": token.strip(),
-        "active": True,
-    }
-    if arch:
-        defaults["arch"] = arch
-    node, _ = Node.objects.update_or_create(name=name, defaults=defaults)
-    return node
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "node agent timed out"
@@ -115,8 +96,23 @@ async def node_probe(nodes: list[Node], *, with_vms: bool = True) -> dict[int, N
     return {probe.node_id: probe for probe in probes}
 
 
+HEALTH_FIELDS = (
+    "healthy",
+    "heartbeat_at",
+    "arch",
+    "kvm_available",
+    "capacity_vcpus",
+    "capacity_mem_mb",
+    "capacity_disk_mb",
+    "free_disk_mb",
+    "guest_isolation",
+    "last_error",
+)
+
+
 def node_apply_health(nodes: list[Node], probes: dict[int, NodeProbe], now: datetime) -> None:
-    """One UPDATE for all probed nodes; a failed probe keeps the last known capacities."""
+    """One UPDATE for all probed nodes (their rows locked first, in placement's order); a
+    failed probe keeps the last known capacities."""
     changed: list[Node] = []
     for node in nodes:
         probe = probes.get(node.pk)
@@ -130,24 +126,25 @@ def node_apply_health(nodes: list[Node], probes: dict[int, NodeProbe], now: date
             node.kvm_available = health["kvm_available"]
             node.capacity_vcpus = health["capacity_vcpus"]
             node.capacity_mem_mb = health["capacity_mem_mb"]
+            node.capacity_disk_mb = health["capacity_disk_mb"]
+            node.free_disk_mb = health["free_disk_mb"]
+            node.guest_isolation = health["guest_isolation"]
             node.last_error = ""
         else:
             node.healthy = False
             node.last_error = probe.error
         changed.append(node)
     if changed:
-        Node.objects.bulk_update(
-            changed,
-            [
-                "healthy",
-                "heartbeat_at",
-                "arch",
-                "kvm_available",
-                "capacity_vcpus",
-                "capacity_mem_mb",
-                "last_error",
-            ],
-        )
+        with transaction.atomic(savepoint=False):
+            # Placement locks node rows in primary-key order; taking them the same way first
+            # means a heartbeat and a create can never deadlock on two nodes.
+            list(
+                Node.objects.select_for_update()
+                .filter(pk__in=[node.pk for node in changed])
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            Node.objects.bulk_update(changed, HEALTH_FIELDS)
 
 
 def node_heartbeat(nodes: list[Node] | None = None) -> HeartbeatReport:

@@ -10,6 +10,9 @@ One pass:
 5. act on the claimed containers (re-reading each VM's status first, so a run that lost the
    race to another does nothing twice), then record statuses and audit rows and release.
 
+``request_reconcile(container_ids)`` runs a targeted pass soon after a change
+(``ReconcileRequests``: two workers, coalesced per container) and sends ``reconcile_requested``.
+
 A no-op pass is steps 1-3 with no writes but the node heartbeat: its query count does not
 depend on the number of containers.
 
@@ -25,20 +28,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Q
+from django.dispatch import Signal
 from django.utils import timezone
 
 from internal_config.audit import audit_log_ws
+from vm_manager import services
 from vm_manager.drivers import (
     NodeError,
     NodeUnavailable,
@@ -49,9 +55,7 @@ from vm_manager.drivers import (
 )
 from vm_manager.models import Container, Node
 from vm_manager.nodes import NodeProbe, node_apply_health, node_probe
-from vm_manager.scheduler import Demand, Scheduler
-from vm_manager.selectors import node_candidates
-from vm_manager.states import can_transition
+from vm_manager.placement import place_containers
 
 S = Container.Status
 D = Container.DesiredState
@@ -299,29 +303,7 @@ async def _act_all(work: list[tuple[Container, Step]]) -> list[Outcome]:
 def _write_status(
     container: Container, token: str | None, status: str, reason: str, **extra: Any
 ) -> bool:
-    """Write an observed status; False when the row was not ours to write."""
-    via_provisioning = can_transition(container.status, S.PROVISIONING) and can_transition(
-        S.PROVISIONING, status
-    )
-    if not (can_transition(container.status, status) or via_provisioning):
-        status = S.ERROR
-    fields: dict[str, Any] = {"status_reason": reason[:500], "updated_at": timezone.now(), **extra}
-    if status != container.status:
-        fields["status"] = status
-        fields["status_changed_at"] = fields["updated_at"]
-    rows = Container.objects.filter(pk=container.pk)
-    if token is not None:
-        rows = rows.filter(claim_token=token)
-    else:
-        # Unclaimed writes are compare-and-set on what the plan read, and never touch a row
-        # another run is acting on: two overlapping runs record a crash once.
-        rows = rows.filter(
-            Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now()),
-            status=container.status,
-            status_reason=container.status_reason,
-            reconcile_attempts=container.reconcile_attempts,
-        )
-    return rows.update(**fields) == 1
+    return services.container_record_status(container, status, reason, claim_token=token, **extra)
 
 
 def _audit(container: Container, action: str, *, success: bool, message: str) -> None:
@@ -411,36 +393,28 @@ def _fail(container: Container, token: str | None, error: str, now: datetime) ->
 
 
 def _place(claimed: list[tuple[Container, Step]], token: str) -> None:
-    """Give unplaced containers a node, reserving capacity across the batch."""
+    """Give unplaced containers a node through the one placement (capacity reserved across
+    the batch, node rows locked while the choices are written)."""
     unplaced = [(c, s) for c, s in claimed if c.node_id is None and s.action == CREATE]
     if not unplaced:
         return
-    scheduler = Scheduler(
-        node_candidates(),
-        timezone.now(),
-        timedelta(seconds=settings.NODE_HEARTBEAT_TIMEOUT_SECONDS),
-    )
-    nodes = {n.pk: n for n in Node.objects.filter(pk__in=[c.node_id for c in scheduler.candidates])}
-    for container, step in unplaced:
-        demand = Demand(
-            vcpus=container.vcpus,
-            memory_mb=container.memory_mb,
-            requires_kvm=bool(container.container_type and container.container_type.requires_kvm),
-        )
-        chosen = scheduler.place(demand)
-        if chosen is None:
-            step.action = UNPLACEABLE
-            reason = "no node has room for it"
-            if container.status_reason != reason:
-                _write_status(container, token, container.status, reason)
-            continue
-        placed = Container.objects.filter(pk=container.pk, node__isnull=True).update(
-            node_id=chosen.node_id
-        )
-        if placed:
-            container.node = nodes[chosen.node_id]
-        else:  # placed elsewhere meanwhile: the next pass sees where
-            step.action = UNPLACEABLE
+    with transaction.atomic():
+        chosen = place_containers([c for c, _ in unplaced])
+        nodes = Node.objects.in_bulk([n for n in chosen if n is not None])
+        for (container, step), node_id in zip(unplaced, chosen, strict=True):
+            if node_id is None:
+                step.action = UNPLACEABLE
+                reason = "no node has room for it"
+                if container.status_reason != reason:
+                    _write_status(container, token, container.status, reason)
+                continue
+            placed = Container.objects.filter(pk=container.pk, node__isnull=True).update(
+                node_id=node_id
+            )
+            if placed:
+                container.node = nodes[node_id]
+            else:  # placed elsewhere meanwhile: the next pass sees where
+                step.action = UNPLACEABLE
 
 
 def reconcile_once(
@@ -533,3 +507,110 @@ def _load_user_and_audit(container: Container, message: str) -> None:
         success=False,
         message=message[:1000],
     )
+
+
+# -- reconcile requests ------------------------------------------------------------------------
+
+# Sent with ``container_ids`` for every reconcile request, after the change commits: a hook for
+# tests and extensions (the background run below does not depend on it).
+reconcile_requested = Signal()
+
+REQUEST_WORKERS = 2
+
+
+class ReconcileRequests:
+    """Targeted reconciles on a small bounded pool, coalesced per container.
+
+    A container already waiting is not queued again; one waiting while a run acts on it stays
+    queued until that run ends (the run may have read the row before the new change), then the
+    next free worker takes every waiting container in one pass. Workers are daemon threads:
+    cron's ``manage.py reconcile`` converges anyway, so a request lost at exit only delays it.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[int]], Any] | None = None,
+        workers: int = REQUEST_WORKERS,
+    ) -> None:
+        self._run = run or self._reconcile
+        self._workers = workers
+        self._threads: list[threading.Thread] = []
+        self._pending: set[int] = set()
+        self._running: set[int] = set()
+        self._wake = threading.Condition()
+
+    def submit(self, container_ids: Iterable[int]) -> list[int]:
+        """Queue the containers not already waiting; returns those newly queued."""
+        with self._wake:
+            new = sorted(set(container_ids) - self._pending)
+            if new:
+                self._pending.update(new)
+                self._start_workers()
+                self._wake.notify_all()
+        return new
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once nothing is waiting or running (within ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while self._pending or self._running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.wait(left)
+        return True
+
+    def _start_workers(self) -> None:
+        while len(self._threads) < self._workers:
+            thread = threading.Thread(
+                target=self._work, name=f"reconcile-request-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def _take(self) -> list[int]:
+        with self._wake:
+            while not (ready := self._pending - self._running):
+                self._wake.wait()
+            self._pending -= ready
+            self._running |= ready
+            return sorted(ready)
+
+    def _work(self) -> None:
+        while True:
+            ids = self._take()
+            try:
+                self._run(ids)
+            except Exception:
+                logger.exception("targeted reconcile of %s failed", ids)
+            finally:
+                with self._wake:
+                    self._running -= set(ids)
+                    self._wake.notify_all()
+
+    @staticmethod
+    def _reconcile(container_ids: list[int]) -> None:
+        try:
+            report = reconcile_once(container_ids)
+            logger.info("targeted reconcile of %s: %s", container_ids, report.summary())
+        finally:
+            # This thread's connections would otherwise stay open until the process exits.
+            connections.close_all()
+
+
+_requests = ReconcileRequests()
+
+
+def reconcile_requests_idle(timeout: float = 30.0) -> bool:
+    """Wait until the background requests are done (for tests and orderly shutdowns)."""
+    return _requests.wait_idle(timeout)
+
+
+def request_reconcile(container_ids: Iterable[int]) -> None:
+    """Ask for a targeted reconcile now (``services.reconcile_request`` calls it on commit)."""
+    ids = sorted(set(container_ids))
+    if not ids:
+        return
+    reconcile_requested.send(sender=None, container_ids=ids)
+    if settings.RECONCILE_IN_BACKGROUND:
+        _requests.submit(ids)

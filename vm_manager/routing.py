@@ -2,7 +2,7 @@
 
 from django.urls import re_path
 
-from vm_manager.consumers import ConsoleConsumer, EditorConsumer
+from vm_manager.ide import ConsoleConsumer, EditorConsumer
 
 websocket_urlpatterns = [
     re_path(r"^ws/containers/(?P<pk>\d+)/$", ConsoleConsumer.as_asgi()),

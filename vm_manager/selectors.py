@@ -1,29 +1,26 @@
 """Non-trivial reads of the VM manager.
 
 Entry points: ``visible_containers_for``, ``can_view_container``, ``container_list_for_user``,
-``container_rows_for_user``, ``live_visible_container``, ``node_candidates``,
-``used_credits_for_user``, ``container_types_for_user``, ``templates_for_user``,
-``user_summary``.
+``container_rows_for_user``, ``live_visible_container``, ``container_types_for_user``,
+``templates_for_user``, ``user_summary``. Node room for placement is read in
+``vm_manager.placement.node_candidates``.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from django.db.models import Count, IntegerField, Q, QuerySet, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import QuerySet
 
 from vm_manager.errors import ContainerMissing, ContainerNotVisible
 from vm_manager.models import (
     Container,
     ContainerType,
     FileTemplate,
-    Node,
     ResourceQuota,
     can_view_container,
     visible_containers_for,
 )
-from vm_manager.scheduler import NodeCandidate
 
 __all__ = [
     "can_view_container",
@@ -31,7 +28,6 @@ __all__ = [
     "container_rows_for_user",
     "container_types_for_user",
     "live_visible_container",
-    "node_candidates",
     "templates_for_user",
     "user_summary",
     "visible_containers_for",
@@ -76,41 +72,9 @@ def live_visible_container(user: Any, pk: int) -> Container:
     container = visible_containers_for(user).select_related("node").filter(pk=pk).first()
     if container is not None:
         return container
-    if Container.objects.filter(pk=pk, deleted_at__isnull=True).exists():
+    if Container.objects.filter(pk=pk).live().exists():
         raise ContainerNotVisible()
     raise ContainerMissing()
-
-
-def node_candidates(node_ids: list[int] | None = None) -> list[NodeCandidate]:
-    """Every node with its free capacity, in one query."""
-    holding = Q(
-        containers__desired_state=Container.DesiredState.RUNNING,
-        containers__deleted_at__isnull=True,
-    )
-    nodes = Node.objects.annotate(
-        used_vcpus=Coalesce(Sum("containers__vcpus", filter=holding), Value(0)),
-        used_mem=Coalesce(Sum("containers__memory_mb", filter=holding), Value(0)),
-        running=Coalesce(
-            Count("containers", filter=holding), Value(0), output_field=IntegerField()
-        ),
-    ).order_by("pk")
-    if node_ids is not None:
-        nodes = nodes.filter(pk__in=node_ids)
-    return [
-        NodeCandidate(
-            node_id=node.pk,
-            name=node.name,
-            arch=node.arch,
-            kvm_available=node.kvm_available,
-            healthy=node.healthy,
-            active=node.active,
-            heartbeat_at=node.heartbeat_at,
-            free_vcpus=node.capacity_vcpus - node.used_vcpus,
-            free_mem_mb=node.capacity_mem_mb - node.used_mem,
-            running=node.running,
-        )
-        for node in nodes
-    ]
 
 
 def container_types_for_user(user: Any) -> QuerySet[ContainerType]:
@@ -147,9 +111,7 @@ class UserSummary(TypedDict):
 
 def user_summary(user: Any) -> UserSummary:
     """What ``/api/user/me/`` shows: own containers meant to run, and the quota's state."""
-    active = Container.objects.filter(
-        user=user, desired_state=Container.DesiredState.RUNNING, deleted_at__isnull=True
-    ).count()
+    active = Container.objects.filter(user=user).holding_capacity().count()
     quota = ResourceQuota.objects.filter(user=user).select_related("user").first()
     summary: QuotaSummary | None = None
     if quota is not None:

@@ -2,8 +2,8 @@ import pytest
 from django.urls import reverse
 
 from internal_config.models import AIUsageLog, AuditLog, Config
-from vm_manager.dispatch import reconcile_requested
 from vm_manager.models import Container, ContainerType, Node, ResourceQuota
+from vm_manager.reconciler import reconcile_requested
 
 CHANGELISTS = [
     "vm_manager_containertype",
@@ -164,6 +164,9 @@ def node_form(node: Node, **changes: object) -> dict[str, object]:
         "kvm_available": "on" if node.kvm_available else "",
         "capacity_vcpus": node.capacity_vcpus,
         "capacity_mem_mb": node.capacity_mem_mb,
+        "cpu_allocation_ratio": node.cpu_allocation_ratio,
+        "ram_allocation_ratio": node.ram_allocation_ratio,
+        "disk_allocation_ratio": node.disk_allocation_ratio,
         "healthy": "on" if node.healthy else "",
         "active": "on" if node.active else "",
     }

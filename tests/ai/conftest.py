@@ -87,7 +87,11 @@ def open_ai_socket() -> Callable[..., Any]:
     """``await open_ai_socket(user, pk)`` -> a connected communicator (caller disconnects)."""
 
     async def open_socket(owner: Any, pk: int) -> WebsocketCommunicator:
-        communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/ai/{pk}/")
+        communicator = WebsocketCommunicator(
+            URLRouter(websocket_urlpatterns),
+            f"/ws/ai/{pk}/",
+            headers=[(b"origin", b"http://localhost"), (b"host", b"localhost")],
+        )
         communicator.scope["user"] = owner
         connected, _ = await communicator.connect()
         assert connected

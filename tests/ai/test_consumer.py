@@ -214,6 +214,43 @@ async def test_unknown_container_closes_4404(ai_config, user, open_ai_socket):
     assert await receive_close_code(socket) == 4404
 
 
+async def test_connect_and_a_refused_connect_are_audited_like_the_ide_sockets(
+    ai_config, user, other_user, running_container, open_ai_socket
+):
+    socket = await open_ai_socket(user, running_container.pk)
+    await receive_until(socket, "connected")
+    await socket.disconnect()
+    refused = await open_ai_socket(other_user, running_container.pk)
+    assert await receive_close_code(refused) == 4403
+
+    rows = await database_sync_to_async(
+        lambda: list(
+            AuditLog.objects.filter(target_id=str(running_container.pk))
+            .order_by("id")
+            .values_list("action", "user__username", "success")
+        )
+    )()
+    assert rows == [
+        ("ws.connect", "alice", True),
+        ("ws.disconnect", "alice", True),
+        ("ws.connect", "bob", False),
+    ]
+
+
+async def test_ai_sockets_count_against_the_users_socket_cap(
+    ai_config, user, running_container, open_ai_socket, settings
+):
+    settings.SOCKETS_MAX_PER_USER = 1
+    first = await open_ai_socket(user, running_container.pk)
+    await receive_until(first, "connected")
+
+    second = await open_ai_socket(user, running_container.pk)
+    refusal = await second.receive_json_from(timeout=10)
+    assert refusal["event"] == "error" and "Too many open sockets" in refusal["message"]
+    assert await receive_close_code(second) == 4429
+    await first.disconnect()
+
+
 async def test_anonymous_socket_closes_4401(ai_config, running_container, open_ai_socket):
     from django.contrib.auth.models import AnonymousUser
 

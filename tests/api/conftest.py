@@ -11,9 +11,9 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from vm_manager.dispatch import reconcile_requested
 from vm_manager.drivers.memory import InMemoryNodeDriver
 from vm_manager.models import Container, Node, Team, TeamMembership
+from vm_manager.reconciler import reconcile_requested
 
 
 @pytest.fixture(autouse=True)

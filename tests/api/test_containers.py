@@ -8,8 +8,9 @@ import zipfile
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
-from internal_config.models import AuditLog
+from internal_config.models import AuditLog, Config
 from tests.api.conftest import workspace
 from vm_manager.models import Container, ContainerType, Node, ResourceQuota
 
@@ -174,6 +175,67 @@ def test_create_with_only_full_nodes_is_503(api_client, make_node):
     response = api_client.post("/api/containers/", {"container_type": large.pk}, format="json")
 
     assert response.status_code == 503
+
+
+def create(client, container_type):
+    return client.post("/api/containers/", {"container_type": container_type.pk}, format="json")
+
+
+def test_a_kvm_only_type_created_through_the_api_never_lands_on_a_node_without_kvm(
+    api_client, make_node, container_type
+):
+    make_node("tcg-only", kvm_available=False, capacity_vcpus=64, capacity_mem_mb=65536)
+    with_kvm = make_node("with-kvm", kvm_available=True, capacity_vcpus=2, capacity_mem_mb=2048)
+    ContainerType.objects.filter(pk=container_type.pk).update(requires_kvm=True)
+
+    response = create(api_client, container_type)
+
+    assert response.status_code == 201
+    assert Container.objects.get().node == with_kvm
+
+
+def test_a_kvm_only_type_is_503_when_no_node_has_kvm(api_client, make_node, container_type):
+    make_node("tcg-only", kvm_available=False)
+    ContainerType.objects.filter(pk=container_type.pk).update(requires_kvm=True)
+
+    response = create(api_client, container_type)
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "no_capacity"
+    assert not Container.objects.exists()
+
+
+def test_creating_beyond_the_per_user_cap_is_403_counting_stopped_containers(
+    api_client, user, node, container_type, make_container
+):
+    Config.objects.update_or_create(name="max_containers_per_user", defaults={"value": "2"})
+    make_container(user, node=node, desired_state="stopped")
+    make_container(user, node=node, desired_state="stopped")
+
+    response = create(api_client, container_type)
+
+    assert response.status_code == 403
+    body = response.json()
+    assert body["code"] == "container_limit"
+    assert "the limit is 2 per user" in body["detail"]
+    assert Container.objects.count() == 2
+
+
+def test_containers_being_deleted_do_not_count_toward_the_cap(
+    api_client, user, node, container_type, make_container
+):
+    Config.objects.update_or_create(name="max_containers_per_user", defaults={"value": "1"})
+    make_container(user, node=node, desired_state="stopped", deleted_at=timezone.now())
+
+    assert create(api_client, container_type).status_code == 201
+
+
+def test_a_cap_of_zero_means_no_cap(api_client, user, node, container_type, make_container):
+    Config.objects.update_or_create(name="max_containers_per_user", defaults={"value": "0"})
+    for _ in range(11):
+        make_container(user, node=node, desired_state="stopped")
+
+    assert create(api_client, container_type).status_code == 201
 
 
 # -- detail --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,9 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
+# The interpreter running the tests, wherever its virtualenv lives (Poetry keeps it outside the
+# checkout by default); its bin/ also holds the python the scripts under test find on PATH.
+VENV_BIN = Path(sys.executable).parent
 PG_HOST = os.environ.get("PEQUEROKU_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = os.environ.get("PEQUEROKU_TEST_PG_PORT", "5432")
 PG_USER = os.environ.get("PEQUEROKU_TEST_PG_USER", "postgres")
@@ -26,7 +29,7 @@ REDIS_URL = os.environ.get("PEQUEROKU_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", ".local", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache",
-    "staticfiles", "media", "db.sqlite3", ".env", "*.egg-info", "htmlcov", ".coverage",
+    "staticfiles", "media", "db.sqlite3*", ".env", "*.egg-info", "htmlcov", ".coverage",
 )  # fmt: skip
 
 

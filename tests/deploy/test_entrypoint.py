@@ -128,3 +128,26 @@ def test_entrypoint_loads_dotenv_without_overriding_the_environment(project_copy
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "dotenv value|from-environment"
+
+
+def test_gunicorn_starts_without_the_superuser_password_or_node_token(
+    project_copy: Path, tmp_path: Path
+) -> None:
+    # A stand-in for python: every start-up step succeeds; "-m gunicorn" records its environment.
+    seen = tmp_path / "gunicorn.env"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\nif [ "$1 $2" = "-m gunicorn" ]; then env > {seen}; fi\nexit 0\n')
+    fake.chmod(0o755)
+    env = production_env(
+        PYTHON=str(fake),
+        DJANGO_SUPERUSER_PASSWORD="admin-password-in-env",
+        NODE_AGENT_TOKEN="node-token-in-env-123456",
+    )
+
+    result = run_entrypoint(project_copy, env)
+
+    assert result.returncode == 0, result.stderr
+    environment = seen.read_text()
+    assert "SECRET_KEY=" in environment  # what the workers need stays
+    assert "admin-password-in-env" not in environment
+    assert "node-token-in-env-123456" not in environment

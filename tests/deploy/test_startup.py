@@ -68,3 +68,18 @@ def test_local_admin_password_is_printed_only_the_first_time(
 @pytest.mark.django_db
 def test_waiting_for_an_answering_database_returns_at_once() -> None:
     assert startup.wait_for_database(timeout=5, interval=1) == 0
+
+
+@pytest.mark.django_db
+def test_the_superuser_password_can_come_from_a_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    secret = tmp_path / "admin_password"
+    secret.write_text("password-from-a-file-789\n")
+    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "admin")
+    monkeypatch.delenv("DJANGO_SUPERUSER_PASSWORD", raising=False)
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD_FILE", str(secret))
+
+    assert startup.ensure_superuser() == 0
+
+    assert User.objects.get(username="admin").check_password("password-from-a-file-789")

@@ -193,3 +193,16 @@ def test_verbosity_two_lists_each_action(user, node, make_container):
     out, _ = run("reconcile", "-v", "2")
 
     assert f"container {container.pk} ({container.vm_id}) on node1: create running ok" in out
+
+
+@pytest.mark.django_db
+def test_register_node_says_why_a_healthy_node_gets_no_containers(settings):
+    settings.NODE_MIN_FREE_DISK_MB = 4096
+    InMemoryNodeDriver.set_guest_isolation("edge-1", False)
+    InMemoryNodeDriver.set_disk("edge-1", capacity_mb=10_000, free_mb=1000)
+
+    out, err = run("register_node", "edge-1", "--url", "http://10.0.0.5:8081", "--token", "t")
+
+    assert "free_disk_mb=1000 guest_isolation=False" in out
+    assert "edge-1 gets no new containers: its agent reports the guest egress policy" in err
+    assert "1000 MB free on its data disk, under the 4096 MB floor" in err

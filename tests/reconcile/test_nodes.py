@@ -10,8 +10,7 @@ from django.utils import timezone
 from vm_manager.drivers.memory import InMemoryNodeDriver
 from vm_manager.models import Container
 from vm_manager.nodes import node_heartbeat, parse_agent_url
-from vm_manager.scheduler import Demand, Scheduler
-from vm_manager.selectors import node_candidates
+from vm_manager.placement import Demand, Scheduler, node_candidates
 
 pytestmark = pytest.mark.django_db
 

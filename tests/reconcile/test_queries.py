@@ -46,7 +46,7 @@ def test_a_noop_pass_has_a_query_count_independent_of_the_containers(
     assert small <= 4
 
 
-def test_a_noop_pass_is_three_queries_for_10_and_for_200_containers(
+def test_a_noop_pass_is_four_queries_for_10_and_for_200_containers(
     user, make_node, container_type, reconcile, django_assert_num_queries
 ):
     for count in (10, 200):
@@ -57,7 +57,8 @@ def test_a_noop_pass_is_three_queries_for_10_and_for_200_containers(
             for i in range(count)
         )
         reconcile()
-        # The containers, the nodes, and one UPDATE recording every node's heartbeat.
-        with django_assert_num_queries(3):
+        # The containers, the nodes, and one UPDATE recording every node's heartbeat after
+        # locking their rows in placement's order.
+        with django_assert_num_queries(4):
             reconcile()
         Container.objects.all().delete()

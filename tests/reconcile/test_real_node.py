@@ -19,8 +19,8 @@ from tests.node_agent.conftest import TOKEN, AgentProcess, guest_image_dir, star
 from vm_manager import services
 from vm_manager.drivers import get_node_driver
 from vm_manager.models import Container, ContainerType
-from vm_manager.nodes import node_register
 from vm_manager.reconciler import reconcile_once
+from vm_manager.services import node_register
 
 __all__ = ["guest_image_dir", "start_agent", "token"]  # fixtures, imported for this module
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vm_manager.scheduler import Demand, NodeCandidate, Scheduler, rank
+from vm_manager.placement import Demand, NodeCandidate, Scheduler, rank
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TIMEOUT = timedelta(seconds=60)
@@ -24,6 +24,9 @@ def candidate(node_id: int, **fields) -> NodeCandidate:
         "free_vcpus": 8,
         "free_mem_mb": 8192,
         "running": 0,
+        "free_disk_mb": 100_000,
+        "reported_free_disk_mb": 100_000,
+        "guest_isolation": True,
     }
     values.update(fields)
     return NodeCandidate(**values)
@@ -43,10 +46,18 @@ SMALL = Demand(vcpus=1, memory_mb=1024)
         ({"kvm_available": False}, Demand(vcpus=1, memory_mb=1024, requires_kvm=True)),
         ({"free_vcpus": 0}, SMALL),
         ({"free_mem_mb": 1023}, SMALL),
+        ({"guest_isolation": False}, SMALL),
+        ({"free_disk_mb": 5119}, Demand(vcpus=1, memory_mb=1024, disk_mb=5120)),
+        ({"reported_free_disk_mb": 2047}, SMALL),
     ],
 )
 def test_nodes_that_cannot_take_the_container_are_filtered_out(fields, demand):
-    assert rank([candidate(1, **fields)], demand, NOW, TIMEOUT) == []
+    assert rank([candidate(1, **fields)], demand, NOW, TIMEOUT, min_free_disk=2048) == []
+
+
+def test_a_node_exactly_at_the_disk_floor_still_qualifies():
+    at_floor = candidate(1, reported_free_disk_mb=2048)
+    assert rank([at_floor], SMALL, NOW, TIMEOUT, min_free_disk=2048) == [at_floor]
 
 
 def test_a_heartbeat_exactly_at_the_threshold_still_counts_as_fresh():

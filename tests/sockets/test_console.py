@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 import pytest
 from channels.db import database_sync_to_async
 
 from internal_config.models import AuditLog
-from vm_manager.console import ConsoleSessions
-from vm_manager.consumers.console import ConsoleConsumer
 from vm_manager.drivers.memory import InMemoryNodeDriver, _PtyTerminal
+from vm_manager.ide.console import ConsoleConsumer
+from vm_manager.ide.terminals import ConsoleSessions
 from vm_manager.models import Container
 
 from .conftest import close_code, communicator, event_where, next_event, stream_until
@@ -42,6 +43,23 @@ def audit_actions(container: Container) -> list[str]:
         .order_by("id")
         .values_list("action", flat=True)
     )
+
+
+def audited_commands(container: Container) -> list[str]:
+    """Actions of command rows, batched ones (``metadata.commands``) unpacked."""
+    actions: list[str] = []
+    rows = AuditLog.objects.filter(target_type="container", target_id=str(container.pk))
+    for action, metadata in rows.order_by("id").values_list("action", "metadata"):
+        batch = metadata.get("commands") if isinstance(metadata, dict) else None
+        actions.extend(item["action"] for item in batch) if batch else actions.append(action)
+    return actions
+
+
+async def eventually_audited(container: Container, action: str, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while action not in await database_sync_to_async(audited_commands)(container):
+        assert time.monotonic() < deadline, f"{action} not audited"
+        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -163,8 +181,7 @@ async def test_ctrlc_interrupts_the_running_command(running_container, alice_coo
     await comm.send_to(text_data="echo after-$((4*4))")
     output = await stream_until(comm, "after-16", sid="s1", timeout=5)
     assert "slept" not in output
-    actions = await database_sync_to_async(audit_actions)(running_container)
-    assert "ws.ctrlc" in actions
+    await eventually_audited(running_container, "ws.ctrlc")
 
 
 async def test_ctrld_ends_the_shell_and_reports_the_session_closed(
@@ -175,8 +192,7 @@ async def test_ctrld_ends_the_shell_and_reports_the_session_closed(
     info = await event_where(comm, lambda e: e.get("type") == "info")
     assert info["message"] == "session-closed" and info["sid"] == "s1"
     assert info["active"] is None
-    actions = await database_sync_to_async(audit_actions)(running_container)
-    assert "ws.ctrld" in actions
+    await eventually_audited(running_container, "ws.ctrld")
 
 
 async def test_lost_upstream_is_reported_and_the_session_removed(

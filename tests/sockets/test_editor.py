@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import time
 from typing import Any
 
 import pytest
@@ -40,6 +42,25 @@ async def connected_editor(open_socket, container, cookie):
     return comm
 
 
+async def template_applied(container: Container, timeout: float = 5.0) -> None:
+    """Wait for the first connect's background template apply to be recorded."""
+
+    def applied() -> bool:
+        return AuditLog.objects.filter(
+            action="template.apply", target_id=str(container.pk)
+        ).exists()
+
+    deadline = time.monotonic() + timeout
+    while not await database_sync_to_async(applied)():
+        assert time.monotonic() < deadline, "the default template was not applied"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def many_sockets_allowed(settings) -> None:
+    settings.SOCKETS_MAX_PER_USER = 64
+
+
 async def request(comm, action: str, **fields: Any) -> dict[str, Any]:
     """Send one action and return its reply (ok or error), skipping broadcasts."""
     req_id = next(_ids)
@@ -62,6 +83,7 @@ async def test_first_connect_applies_the_default_template(
     running_container, workspace, alice_cookie, open_socket
 ):
     await connected_editor(open_socket, running_container, alice_cookie)
+    await template_applied(running_container)
 
     assert "Welcome" in (workspace / "README.md").read_text()
     assert (workspace / ".editorconfig").is_file()
@@ -74,6 +96,7 @@ async def test_the_template_is_applied_only_once(
     running_container, workspace, alice_cookie, open_socket
 ):
     first = await connected_editor(open_socket, running_container, alice_cookie)
+    await template_applied(running_container)
     await first.disconnect()
     (workspace / "README.md").write_text("my notes")
     (workspace / ".editorconfig").unlink()
@@ -90,6 +113,7 @@ async def test_the_template_never_overwrites_existing_work(
     (workspace / "README.md").write_text("written from the console first")
 
     await connected_editor(open_socket, running_container, alice_cookie)
+    await template_applied(running_container)
 
     assert (workspace / "README.md").read_text() == "written from the console first"
     assert (workspace / ".editorconfig").is_file()
@@ -116,11 +140,12 @@ async def test_a_failed_template_apply_is_an_error_event_and_retried_next_time(
 
     monkeypatch.setattr(InMemoryNodeDriver, "write_file", broken)
     comm = await open_socket(path_of(running_container), alice_cookie)
-    assert await next_event(comm) == {"event": "error", "req_id": None, "error": "internal error"}
     assert await next_event(comm) == {"event": "connected"}
+    assert await next_event(comm) == {"event": "error", "req_id": None, "error": "internal error"}
 
     monkeypatch.setattr(InMemoryNodeDriver, "write_file", original)
     await connected_editor(open_socket, running_container, alice_cookie)
+    await template_applied(running_container)
     assert (workspace / "README.md").is_file()
 
 
@@ -559,7 +584,7 @@ async def test_oversized_content_is_refused(running_container, alice_cookie, ope
 
 
 async def test_an_oversized_frame_is_refused(running_container, alice_cookie, open_socket):
-    from vm_manager.consumers.editor import EditorConsumer
+    from vm_manager.ide.editor import EditorConsumer
 
     comm = await connected_editor(open_socket, running_container, alice_cookie)
     await comm.send_to(text_data="x" * (EditorConsumer.max_frame_bytes + 1))
@@ -636,7 +661,7 @@ async def check_fifty_editors_receive_one_file_changed(open_socket, container, c
 
 
 async def test_fifty_editors_all_receive_one_file_changed(
-    running_container, alice_cookie, open_socket
+    running_container, alice_cookie, open_socket, many_sockets_allowed
 ):
     await check_fifty_editors_receive_one_file_changed(open_socket, running_container, alice_cookie)
 

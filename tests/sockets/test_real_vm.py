@@ -2,7 +2,8 @@
 
 One VM, booted by the reconciler: the console runs ``echo $((6*7))`` in the guest and reads
 ``42``; the first editor connect applies the ``default`` template; a file written from the
-editor is read back through the console with ``cat``.
+editor is read back through the console with ``cat``; the raw terminal protocol
+(``?sid=``) types ``echo 42`` one key per frame and resizes the PTY in-band.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import pytest
 
 from tests.node_agent.conftest import TOKEN, AgentProcess, guest_image_dir, start_agent, token
 from vm_manager.models import Container, ContainerType
-from vm_manager.nodes import node_register
 from vm_manager.reconciler import reconcile_once
+from vm_manager.services import node_register
 
 from .conftest import event_where, next_event, stream_until
+from .test_editor import template_applied
+from .test_raw_terminal import check_echo_42_typed_key_by_key, check_resize_changes_stty_size
 
 __all__ = ["guest_image_dir", "start_agent", "token"]  # fixtures, imported for this module
 
@@ -75,6 +78,7 @@ async def test_console_and_editor_work_on_a_real_guest(guest_container, alice_co
     reply = await event_where(editor, lambda e: e.get("req_id") == 1, timeout=GUEST_TIMEOUT)
     assert reply["event"] == "ok" and reply["rev"] == 1, reply
 
+    await template_applied(guest_container, timeout=GUEST_TIMEOUT)  # written beside replies
     await console.send_to(text_data="cat /app/from-editor.txt; ls /app")
     output = await stream_until(console, "README.md", sid="s1", timeout=GUEST_TIMEOUT)
     assert "written by the editor 7x6\r\n" in output
@@ -96,3 +100,7 @@ async def test_console_and_editor_work_on_a_real_guest(guest_container, alice_co
     assert escaped["event"] == "error" and escaped["error"].startswith("path not allowed")
     outside = await ask(5, "search", root="/app/etc-link", pattern="root")
     assert outside["event"] == "error" and "outside" in outside["error"]
+
+    raw = await open_socket(f"/ws/containers/{guest_container.pk}/?sid=raw1", alice_cookie)
+    await check_echo_42_typed_key_by_key(raw, GUEST_TIMEOUT)
+    await check_resize_changes_stty_size(raw, GUEST_TIMEOUT)

@@ -46,8 +46,9 @@ def other_worker_layer(url: str) -> RedisChannelLayer:
 
 
 async def test_fifty_editors_receive_one_file_changed_through_redis(
-    running_container, alice_cookie, open_socket
+    running_container, alice_cookie, open_socket, settings
 ):
+    settings.SOCKETS_MAX_PER_USER = 64
     assert isinstance(get_channel_layer(), RedisChannelLayer)
     await check_fifty_editors_receive_one_file_changed(open_socket, running_container, alice_cookie)
 

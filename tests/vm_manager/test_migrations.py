@@ -22,12 +22,13 @@ def test_first_migrate_seeds_exactly_the_three_default_types(db):
     assert _types() == EXPECTED_TYPES
 
 
-def test_first_migrate_seeds_the_seven_config_defaults(db):
+def test_first_migrate_seeds_the_config_defaults(db):
     assert set(Config.objects.values_list("name", flat=True)) == {
         "token_input_price",
         "token_output_price",
         "default_ai_use_per_day",
         "default_credits",
+        "max_containers_per_user",
         "openai_model",
         "openai_api_url",
         "openai_api_key",

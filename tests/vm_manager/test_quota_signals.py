@@ -1,8 +1,8 @@
 from django.contrib.auth.models import User
 
 from internal_config.models import Config
-from vm_manager.dispatch import reconcile_requested
 from vm_manager.models import Container, ContainerType, ResourceQuota
+from vm_manager.reconciler import reconcile_requested
 
 
 def test_new_user_gets_quota_with_config_defaults_and_public_types(db):

@@ -1,8 +1,10 @@
+from datetime import timedelta
+
 import pytest
 from django.utils import timezone
 
+from internal_config.models import AuditLog
 from vm_manager import services
-from vm_manager.dispatch import reconcile_requested
 from vm_manager.errors import (
     ContainerTypeNotAllowed,
     InvalidStatusTransition,
@@ -12,6 +14,8 @@ from vm_manager.errors import (
     UnknownContainerType,
 )
 from vm_manager.models import Container, ContainerType
+from vm_manager.reconciler import reconcile_requested
+from vm_manager.states import ALLOWED_TRANSITIONS
 
 
 @pytest.fixture
@@ -144,18 +148,101 @@ def test_requesting_delete_marks_the_container_and_stops_it(
     assert reconcile_requests == [[container.pk]]
 
 
-def test_status_follows_the_transition_table(user, make_container):
+def _reread(container: Container) -> Container:
+    return Container.objects.get(pk=container.pk)
+
+
+def test_recording_a_status_follows_the_transition_table(user, make_container):
     container = make_container(user)
 
-    services.container_set_status(container, "provisioning")
-    services.container_set_status(container, "running", "booted")
+    assert services.container_record_status(container, "provisioning", "booting")
+    assert services.container_record_status(_reread(container), "running")
 
     container.refresh_from_db()
-    assert (container.status, container.status_reason) == ("running", "booted")
+    assert (container.status, container.status_reason) == ("running", "")
 
 
-def test_disallowed_status_transition_is_rejected(user, make_container):
+def test_a_start_may_hop_through_provisioning_in_one_write(user, make_container):
+    container = make_container(user, status="stopped")
+
+    assert services.container_record_status(container, "running")
+
+    assert _reread(container).status == "running"
+
+
+def test_a_transition_the_table_forbids_is_recorded_as_error(user, make_container, monkeypatch):
+    container = make_container(user)
+    monkeypatch.setitem(ALLOWED_TRANSITIONS, "created", frozenset({"error"}))
+
+    assert services.container_record_status(container, "stopped", "odd report")
+
+    container.refresh_from_db()
+    assert (container.status, container.status_reason) == ("error", "odd report")
+
+
+def test_a_stale_unclaimed_status_write_changes_nothing(user, make_container):
+    container = make_container(user)
+    stale = _reread(container)
+    services.container_record_status(container, "error", "VM crashed")
+
+    assert services.container_record_status(stale, "error", "VM crashed") is False
+    assert _reread(container).status_reason == "VM crashed"
+
+
+def test_an_unclaimed_status_write_leaves_a_claimed_row_alone(user, make_container):
+    container = make_container(
+        user, claim_token="run-a", claimed_until=timezone.now() + timedelta(minutes=5)
+    )
+
+    assert services.container_record_status(container, "error", "crash") is False
+    assert _reread(container).status == "created"
+
+
+def test_a_claimed_status_write_lands_only_with_the_claim_token(user, make_container):
+    container = make_container(
+        user, claim_token="run-a", claimed_until=timezone.now() + timedelta(minutes=5)
+    )
+
+    assert services.container_record_status(container, "stopped", claim_token="run-b") is False
+    assert services.container_record_status(container, "stopped", claim_token="run-a") is True
+    assert _reread(container).status == "stopped"
+
+
+def test_an_unknown_desired_state_is_rejected(user, make_container):
     container = make_container(user)
 
     with pytest.raises(InvalidStatusTransition):
-        services.container_set_status(container, "running")
+        services.container_set_desired_state(container, "paused")
+
+
+def test_updating_name_and_desired_state_is_one_transaction(user, make_container):
+    container = make_container(user, name="before", desired_state="stopped")
+    user.quota.credits = 0
+    user.quota.save(update_fields=["credits"])
+
+    with pytest.raises(NotEnoughCredits):
+        services.container_update(container, name="after", desired_state="running")
+
+    container.refresh_from_db()
+    assert (container.name, container.desired_state) == ("before", "stopped")
+
+
+def test_updating_name_and_desired_state_requests_one_reconcile(
+    user, make_container, reconcile_requests, django_capture_on_commit_callbacks
+):
+    container = make_container(user, name="before")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.container_update(container, name="after", desired_state="stopped")
+
+    container.refresh_from_db()
+    assert (container.name, container.desired_state) == ("after", "stopped")
+    assert reconcile_requests == [[container.pk]]
+
+
+def test_registering_a_node_writes_an_audit_row(db):
+    node = services.node_register("n1", url="http://10.0.0.5:8081", token="secret-token")
+
+    row = AuditLog.objects.get(action="node.register")
+    assert (row.target_type, row.target_id, row.user) == ("node", str(node.pk), None)
+    assert "secret-token" not in row.message

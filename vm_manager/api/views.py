@@ -270,11 +270,9 @@ class ContainerViewSet(
             container = self.get_object()
             data = validated(ContainerUpdateSerializer, request.data)
             entry.metadata = {key: str(value) for key, value in data.items()}
-            # The state change first: when the quota refuses it, the name stays as it was too.
-            if "desired_state" in data:
-                container = services.container_set_desired_state(container, data["desired_state"])
-            if "name" in data:
-                container = services.container_rename(container, data["name"])
+            services.container_update(
+                container, name=data.get("name"), desired_state=data.get("desired_state")
+            )
         return Response(ContainerSerializer(self.get_object()).data)
 
     def destroy(self, request: Request, pk: str) -> Response:

@@ -54,7 +54,8 @@ class NodeHealth(TypedDict):
     running_vms: int
     capacity_disk_mb: int
     free_disk_mb: int
-    guest_isolation: bool  # the egress policy is in force (without it the node runs no VMs)
+    # The agent's guest egress policy is in force; placement skips a node without it.
+    guest_isolation: bool
     guest_egress: GuestEgress
     isolation_detail: str
 

@@ -97,6 +97,44 @@ def _configured_ca_file() -> str | None:
     return getattr(settings, "NODE_TLS_CA_FILE", "") or None
 
 
+_HEALTH_INTS = (
+    "capacity_vcpus",
+    "capacity_mem_mb",
+    "used_vcpus",
+    "used_mem_mb",
+    "running_vms",
+    "capacity_disk_mb",
+    "free_disk_mb",
+)
+
+
+def parse_health(raw: Any) -> NodeHealth:
+    """The agent's /health as ``NodeHealth``, never trusting its shape.
+
+    An agent too old to report disk or isolation counts as 0 MB free and not isolated, so it
+    gets no new containers rather than being assumed safe.
+    """
+    if not isinstance(raw, dict) or not isinstance(raw.get("arch"), str):
+        raise NodeError("node agent sent a malformed health report")
+
+    def number(key: str) -> int:
+        value = raw.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise NodeError(f"node agent sent a malformed health report ({key})")
+        return value
+
+    counts = {key: number(key) for key in _HEALTH_INTS}
+    return NodeHealth(
+        arch=raw["arch"],
+        kvm_available=raw.get("kvm_available") is True,
+        accel=str(raw.get("accel", "")),
+        guest_isolation=raw.get("guest_isolation") is True,
+        guest_egress=str(raw.get("guest_egress", "")),
+        isolation_detail=str(raw.get("isolation_detail", ""))[:1000],
+        **counts,  # type: ignore[typeddict-item]
+    )
+
+
 class HttpNodeDriver:
     def __init__(
         self,
@@ -147,7 +185,7 @@ class HttpNodeDriver:
     # -- NodeDriver -------------------------------------------------------------------------
 
     async def health(self) -> NodeHealth:
-        return await self._json("GET", "/health")
+        return parse_health(await self._json("GET", "/health"))
 
     async def vm_create(self, spec: VMSpec) -> VMStatus:
         return await self._json("POST", "/vms", json=dict(spec), timeout=self.timeout + SLACK)

@@ -6,7 +6,8 @@ directory standing in for the guest's ``/app``: ``exec`` and terminals run a rea
 so a file written by a command is visible to ``read_file`` and the other way round.
 
 Test hooks: ``InMemoryNodeDriver.reset()``, ``set_reachable(name, bool)``,
-``set_capacity(name, vcpus=, mem_mb=)``, ``crash_vm(name, vm_id)``.
+``set_capacity(name, vcpus=, mem_mb=)``, ``set_disk(name, capacity_mb=, free_mb=)``,
+``set_guest_isolation(name, bool)``, ``crash_vm(name, vm_id)``.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ class _FakeNode:
     kvm_available: bool = False
     capacity_vcpus: int = 8
     capacity_mem_mb: int = 16384
+    capacity_disk_mb: int = 262144
+    free_disk_mb: int = 262144
+    guest_isolation: bool = True
     vms: dict[str, _FakeVM] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
 
@@ -119,6 +123,15 @@ class InMemoryNodeDriver:
     def set_capacity(cls, name: str, *, vcpus: int, mem_mb: int) -> None:
         node = cls.node_state(name)
         node.capacity_vcpus, node.capacity_mem_mb = vcpus, mem_mb
+
+    @classmethod
+    def set_disk(cls, name: str, *, capacity_mb: int, free_mb: int) -> None:
+        node = cls.node_state(name)
+        node.capacity_disk_mb, node.free_disk_mb = capacity_mb, free_mb
+
+    @classmethod
+    def set_guest_isolation(cls, name: str, enforced: bool) -> None:
+        cls.node_state(name).guest_isolation = enforced
 
     @classmethod
     def crash_vm(cls, name: str, vm_id: str) -> None:
@@ -176,11 +189,11 @@ class InMemoryNodeDriver:
             used_vcpus=sum(vm.spec["vcpus"] for vm in running),
             used_mem_mb=sum(vm.spec["memory_mb"] for vm in running),
             running_vms=len(running),
-            capacity_disk_mb=1024 * 1024,
-            free_disk_mb=1024 * 1024,
-            guest_isolation=True,
+            capacity_disk_mb=node.capacity_disk_mb,
+            free_disk_mb=node.free_disk_mb,
+            guest_isolation=node.guest_isolation,
             guest_egress="public",
-            isolation_detail="",
+            isolation_detail="" if node.guest_isolation else "policy not in force (fake)",
         )
 
     async def vm_create(self, spec: VMSpec) -> VMStatus:

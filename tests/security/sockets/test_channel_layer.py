@@ -17,7 +17,7 @@ from channels_redis.core import RedisChannelLayer
 
 from tests.sockets.conftest import next_event
 from tests.sockets.test_editor import connected_editor, request
-from vm_manager.consumers.editor import group_name
+from vm_manager.ide.editor import group_name
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 

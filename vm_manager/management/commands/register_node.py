@@ -9,7 +9,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pequeroku.errors import DomainError
-from vm_manager.nodes import node_heartbeat, node_register
+from vm_manager.nodes import node_heartbeat
+from vm_manager.placement import placement_refusals
+from vm_manager.services import node_register
 
 
 class Command(BaseCommand):
@@ -45,7 +47,10 @@ class Command(BaseCommand):
             node.refresh_from_db()
             self.stdout.write(
                 f"node {node.name} healthy: arch={node.arch} kvm={node.kvm_available} "
-                f"vcpus={node.capacity_vcpus} mem_mb={node.capacity_mem_mb}"
+                f"vcpus={node.capacity_vcpus} mem_mb={node.capacity_mem_mb} "
+                f"free_disk_mb={node.free_disk_mb} guest_isolation={node.guest_isolation}"
             )
+            for reason in placement_refusals(node):
+                self.stderr.write(f"node {node.name} gets no new containers: {reason}")
         else:
             self.stderr.write(f"node {node.name} unhealthy: {report.unhealthy[node.name]}")

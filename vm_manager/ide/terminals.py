@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pequeroku.errors import DomainError
 from vm_manager.drivers import NodeDriver, TerminalSession
@@ -31,6 +32,14 @@ CONTROL_KEYS = {"ctrlc": b"\x03", "ctrld": b"\x04"}
 
 OutputCallback = Callable[[str, str], Awaitable[None]]
 LostCallback = Callable[[str], Awaitable[None]]
+
+
+class TerminalSlots(Protocol):
+    """A per-user cap on terminals (``vm_manager.ide.limits.terminal_slots``)."""
+
+    def claim(self, user_pk: int) -> None: ...
+
+    def release(self, user_pk: int) -> None: ...
 
 
 class ConsoleError(DomainError):
@@ -65,8 +74,18 @@ class _Session:
 
 class ConsoleSessions:
     def __init__(
-        self, driver: NodeDriver, vm_id: str, on_output: OutputCallback, on_lost: LostCallback
+        self,
+        driver: NodeDriver,
+        vm_id: str,
+        on_output: OutputCallback,
+        on_lost: LostCallback,
+        *,
+        slots: TerminalSlots | None = None,
+        user_pk: int = 0,
     ) -> None:
+        """``slots``: each open session holds one of ``user_pk``'s terminal slots."""
+        self._slots = slots
+        self._user_pk = user_pk
         self._driver = driver
         self._vm_id = vm_id
         self._on_output = on_output
@@ -91,8 +110,15 @@ class ConsoleSessions:
             raise ConsoleError(f"Session '{sid}' already exists.")
         if len(self._sessions) >= MAX_SESSIONS:
             raise ConsoleError(f"At most {MAX_SESSIONS} sessions per console.")
-        terminal = await self._driver.open_terminal(self._vm_id, cols, rows)
+        if self._slots is not None:
+            self._slots.claim(self._user_pk)
+        try:
+            terminal = await self._driver.open_terminal(self._vm_id, cols, rows)
+        except BaseException:
+            self._release()
+            raise
         if sid in self._sessions:  # opened twice concurrently: keep the first
+            self._release()
             await terminal.close()
             raise ConsoleError(f"Session '{sid}' already exists.")
         session = self._sessions[sid] = _Session(terminal)
@@ -115,10 +141,15 @@ class ConsoleSessions:
         # because it removes the session and cancels this task first.
         if self._sessions.get(sid) is session:
             del self._sessions[sid]
+            self._release()
             self._refocus(sid)
             with contextlib.suppress(Exception):
                 await session.terminal.close()
             await self._on_lost(sid)
+
+    def _release(self) -> None:
+        if self._slots is not None:
+            self._slots.release(self._user_pk)
 
     def _refocus(self, sid: str) -> None:
         if self.active == sid:
@@ -127,6 +158,7 @@ class ConsoleSessions:
     async def close(self, sid: object) -> str:
         name = self._known(sid)
         session = self._sessions.pop(name)
+        self._release()
         self._refocus(name)
         await _stop(session)
         return name
@@ -158,6 +190,8 @@ class ConsoleSessions:
     async def close_all(self) -> None:
         sessions = list(self._sessions.values())
         self._sessions.clear()
+        for _ in sessions:
+            self._release()
         self.active = None
         await asyncio.gather(*(_stop(session) for session in sessions))
 

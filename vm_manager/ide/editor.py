@@ -6,12 +6,13 @@ Client frames: ``{"action", "req_id", ...}``. Replies: ``ok`` / ``error`` with t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pequeroku.layer_guard import channel_layer_accepts
 from vm_manager.guest.access import driver_for
 from vm_manager.guest.files import editor_group
 from vm_manager.guest.revisions import revision_store
@@ -23,7 +24,7 @@ from vm_manager.ide.files import (
     workspace_initialize_once,
 )
 
-from .base import ContainerSocket
+from .base import ContainerSocket, socket_layer_accepts
 
 logger = logging.getLogger(__name__)
 
@@ -52,33 +53,45 @@ def group_name(container_pk: int) -> str:
 
 class EditorConsumer(ContainerSocket):
     socket_name = "editor"
-    channel_receive = channel_layer_accepts("fs.broadcast")  # never a client frame via the layer
+    channel_receive = socket_layer_accepts("fs.broadcast")  # never a client frame via the layer
     # A 2 MiB file grows when JSON-escaped; the content limit itself is checked by the editor.
     max_frame_bytes = 4 * MAX_WRITE_BYTES
     rate_per_second = 50.0
     rate_burst = 100
 
     group: str = ""
+    initializing: asyncio.Task[None] | None = None
 
     async def on_connected(self) -> None:
         assert self.container is not None  # noqa: S101 - set by the access check
         self.group = group_name(self.container.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send_json({"event": "connected"})
+        # The first connect writes the default template; requests are answered meanwhile
+        # (its files get revisions but no broadcast). Exactly once stays the function's rule.
+        self.initializing = asyncio.create_task(
+            self._initialize_workspace(), name=f"editor-template-{self.container.pk}"
+        )
+
+    async def _initialize_workspace(self) -> None:
+        assert self.container is not None  # noqa: S101
         try:
             written = await workspace_initialize_once(self.container)
         except Exception as exc:
-            await self._report(exc)
-        else:
-            if written is not None:
-                await self.audit(
-                    "template.apply",
-                    self.container.pk,
-                    "default template applied on first connect",
-                    metadata={"files_count": written},
-                )
-        await self.send_json({"event": "connected"})
+            with contextlib.suppress(Exception):  # the client may have left
+                await self._report(exc)
+            return
+        if written is not None:
+            await self.audit(
+                "template.apply",
+                self.container.pk,
+                "default template applied on first connect",
+                metadata={"files_count": written},
+            )
 
     async def on_disconnected(self) -> None:
+        # A template being written is left to finish (or to reset its flag when it fails):
+        # cancelling it halfway would mark a half-written workspace as initialised.
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
