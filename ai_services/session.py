@@ -29,7 +29,7 @@ from ai_services.utils import get_openai_client
 from internal_config.audit import audit_log_ws
 from pequeroku.errors import DomainError
 from vm_manager.drivers import NodeDriver
-from vm_manager.operations import driver_for
+from vm_manager.guest.access import driver_for
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,9 @@ class AISession:
             driver: NodeDriver | None = driver_for(container)
         except DomainError:
             driver = None  # no VM yet: the agent can still talk, its tools say why they fail
-        tools = ToolContext(driver=driver, vm_id=container.vm_id, audit=self._audit_tool)
+        tools = ToolContext(
+            driver=driver, vm_id=container.vm_id, audit=self._audit_tool, container_pk=container.pk
+        )
         client = get_openai_client(start.provider)
         try:
             agent = DevAgent(client, start.provider.model, tools)

@@ -165,9 +165,11 @@ def _add_vm_routes(app: FastAPI, manager: VMManager) -> None:
 
 def _add_file_routes(app: FastAPI, manager: VMManager) -> None:
     @app.get("/vms/{vm_id}/files", response_model=list[FileEntryOut])
-    async def files_list(vm_id: str, path: str = "/app") -> list[dict[str, object]]:
+    async def files_list(
+        vm_id: str, path: str = "/app", limit: int | None = Query(None, ge=1, le=100_000)
+    ) -> list[dict[str, object]]:
         target = workspace_path(path)
-        return await guest.list_dir(await manager.guest(vm_id), target)
+        return await guest.list_dir(await manager.guest(vm_id), target, limit)
 
     @app.delete("/vms/{vm_id}/files", status_code=204)
     async def files_delete(vm_id: str, path: str) -> Response:
@@ -176,9 +178,18 @@ def _add_file_routes(app: FastAPI, manager: VMManager) -> None:
         return Response(status_code=204)
 
     @app.get("/vms/{vm_id}/files/content", response_class=Response)
-    async def files_read(vm_id: str, path: str) -> Response:
+    async def files_read(
+        vm_id: str, path: str, max_bytes: int | None = Query(None, ge=0, le=guest.MAX_FILE_BYTES)
+    ) -> Response:
+        """With ``max_bytes``: the whole file or 413 ``file_too_large``; without: streamed."""
         target = workspace_path(path)
-        data = await guest.read_file(await manager.guest(vm_id), target)
+        conn = await manager.guest(vm_id)
+        if max_bytes is None:
+            await guest.check_file(conn, target)
+            return StreamingResponse(
+                guest.read_stream(conn, target), media_type="application/octet-stream"
+            )
+        data = await guest.read_file(conn, target, max_bytes)
         return Response(data, media_type="application/octet-stream")
 
     @app.put("/vms/{vm_id}/files/content", status_code=204)

@@ -37,6 +37,11 @@ class GuestFileNotFoundError(AgentError):
     code = "file_not_found"
 
 
+class FileTooLargeError(AgentError):
+    status = 413
+    code = "file_too_large"
+
+
 class VMNotRunningError(AgentError):
     status = 409
     code = "vm_not_running"

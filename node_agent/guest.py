@@ -24,6 +24,7 @@ import asyncssh
 from .errors import (
     AgentError,
     BadRequestError,
+    FileTooLargeError,
     GuestFileNotFoundError,
     IdentityMismatchError,
     PathNotAllowedError,
@@ -223,10 +224,15 @@ inside() {
 """
 
 _SCRIPTS = {
+    # $2: at most that many entries (empty: all).
     "list": r"""inside "$1"; [ -d "$1" ] || exit 98
-find -H "$1" -mindepth 1 -maxdepth 1 -printf '%y\t%s\t%m\t%f\0'""",
+if [ -z "$2" ]; then exec find -H "$1" -mindepth 1 -maxdepth 1 -printf '%y\t%s\t%m\t%f\0'; fi
+find -H "$1" -mindepth 1 -maxdepth 1 -printf '%y\t%s\t%m\t%f\0' | head -z -n "$2" """,
     "check_dir": r"""inside "$1"; [ -d "$1" ] || exit 98""",
-    "read": r"""inside "$1"; [ -f "$1" ] || exit 98; exec cat -- "$1" """,
+    # $2: send at most that many bytes (empty: all); the caller asks for one more than it keeps.
+    "read": r"""inside "$1"; [ -f "$1" ] || exit 98
+if [ -z "$2" ]; then exec cat -- "$1"; fi; exec head -c "$2" -- "$1" """,
+    "check_file": r"""inside "$1"; [ -f "$1" ] || exit 98""",
     "write": r"""inside "$1"; [ -d "$1" ] && { echo "is a directory" >&2; exit 97; }
 mkdir -p -- "$(dirname -- "$1")" || exit 95
 cat > "$1" || exit 95
@@ -284,8 +290,12 @@ async def _file_op(
 _KINDS = {"f": "file", "d": "directory", "l": "symlink"}
 
 
-async def list_dir(conn: asyncssh.SSHClientConnection, path: str) -> list[dict[str, object]]:
-    raw = await _file_op(conn, "list", path, limit=MAX_FILE_BYTES)
+async def list_dir(
+    conn: asyncssh.SSHClientConnection, path: str, limit: int | None = None
+) -> list[dict[str, object]]:
+    """At most ``limit`` entries (which ones is the directory's order), sorted by name."""
+    count = "" if limit is None else str(limit)
+    raw = await _file_op(conn, "list", path, count, limit=MAX_FILE_BYTES)
     entries = []
     for record in filter(None, raw.split(b"\0")):
         kind, size, mode, name = record.decode(errors="replace").split("\t", 3)
@@ -301,8 +311,32 @@ async def list_dir(conn: asyncssh.SSHClientConnection, path: str) -> list[dict[s
     return sorted(entries, key=lambda entry: str(entry["name"]))
 
 
-async def read_file(conn: asyncssh.SSHClientConnection, path: str) -> bytes:
-    return await _file_op(conn, "read", path, limit=MAX_FILE_BYTES)
+async def read_file(
+    conn: asyncssh.SSHClientConnection, path: str, max_bytes: int | None = None
+) -> bytes:
+    """The file; ``FileTooLargeError`` when it has more than ``max_bytes`` (one byte over is
+    all that leaves the guest to find out)."""
+    if max_bytes is None:
+        return await _file_op(conn, "read", path, "", limit=MAX_FILE_BYTES)
+    data = await _file_op(conn, "read", path, str(max_bytes + 1), limit=max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FileTooLargeError(f"{path} is larger than {max_bytes} bytes")
+    return data
+
+
+async def read_stream(conn: asyncssh.SSHClientConnection, path: str) -> AsyncIterator[bytes]:
+    """Stream a file from the guest (``check_file`` first: errors come before data)."""
+    proc = await conn.create_process(_script_command("read", path, ""), encoding=None)
+    proc.stdin.write_eof()
+    try:
+        while chunk := await proc.stdout.read(65536):
+            yield chunk
+    finally:
+        proc.close()
+
+
+async def check_file(conn: asyncssh.SSHClientConnection, path: str) -> None:
+    await _file_op(conn, "check_file", path)
 
 
 async def write_file(

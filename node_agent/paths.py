@@ -1,7 +1,7 @@
 """Workspace path confinement for the agent.
 
-A copy of ``vm_manager.drivers.paths.workspace_path``: importing ``vm_manager`` pulls in Django,
-which a compute host does not need. ``tests/node_agent/test_paths_agree.py`` keeps the two equal.
+A copy of ``vm_manager.guest.paths.workspace_path``: importing ``vm_manager`` pulls in Django,
+which a compute host does not need. ``tests/contracts/test_paths_agree.py`` keeps the two equal.
 Symlinks are resolved inside the guest (see ``node_agent.guest``).
 """
 
@@ -12,6 +12,8 @@ import posixpath
 from .errors import PathNotAllowedError
 
 WORKSPACE_ROOT = "/app"
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
 
 
 def workspace_path(path: str, root: str = WORKSPACE_ROOT) -> str:
@@ -24,4 +26,9 @@ def workspace_path(path: str, root: str = WORKSPACE_ROOT) -> str:
         normal = "/" + normal.lstrip("/")
     if normal != root and not normal.startswith(root.rstrip("/") + "/"):
         raise PathNotAllowedError(f"path {path!r} is outside {root}")
+    encoded = normal.encode(errors="surrogatepass")
+    if len(encoded) > MAX_PATH_BYTES or any(
+        len(part) > MAX_NAME_BYTES for part in encoded.split(b"/")
+    ):
+        raise PathNotAllowedError("path is too long")
     return normal

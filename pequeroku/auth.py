@@ -69,7 +69,7 @@ class BasicLoginFailed(AuthenticationFailed):
 
     DRF answers every authentication failure with the first authenticator's challenge, and
     the session comes first (browsers must not get a Basic prompt), so it would say 403;
-    ``pequeroku.exceptions`` turns this one into 401.
+    ``pequeroku.errors.exception_handler`` turns this one into 401.
     """
 
 

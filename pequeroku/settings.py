@@ -237,7 +237,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "pequeroku.exceptions.exception_handler",
+    "EXCEPTION_HANDLER": "pequeroku.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
         "pequeroku.throttling.AnonRateThrottle",
         "pequeroku.throttling.UserRateThrottle",

@@ -3,9 +3,13 @@
 Entry points: ``TOOL_SCHEMAS`` (OpenAI tool definitions), ``tool_run(ctx, name, arguments)``.
 
 Every path is confined to the workspace (``/app``) by ``workspace_path`` before the driver sees
-it (the driver confines again, symlinks included). Every call is audited as
-``agent_tool.<name>`` through ``ctx.audit``, and what goes back to the model is cut to
-``MAX_TOOL_OUTPUT`` characters so one large file or log cannot blow the context or the bill.
+it (the driver confines again, symlinks included). ``create_file`` writes through the one write
+path (``vm_manager.guest.files``), so an editor with the file open gets ``file_changed``.
+Reads are bounded at the node (``MAX_FILE_READ`` bytes), listings capped per folder. Every
+call is audited as ``agent_tool.<name>`` through ``ctx.audit``; what goes back to the model is
+cut to ``MAX_TOOL_OUTPUT`` characters, and a failure is told through the domain error map
+(``vm_manager.errors``), so the model (and the user reading along) never sees a node's
+address, a token or a traceback.
 """
 
 from __future__ import annotations
@@ -15,12 +19,25 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from channels.layers import get_channel_layer
+
 from pequeroku.errors import DomainError
 from vm_manager.drivers import WORKSPACE_ROOT, NodeDriver, NodeError, PathNotAllowed
-from vm_manager.drivers.paths import relative_to_workspace, workspace_path
-from vm_manager.editor import SEARCH_TIMEOUT, parse_search_output, search_command
+from vm_manager.drivers.base import PathTooLong
+from vm_manager.errors import domain_error_for
+from vm_manager.guest.files import GuestFiles, write_and_publish
+from vm_manager.guest.paths import relative_to_workspace, workspace_path
+from vm_manager.guest.revisions import revision_store
+from vm_manager.guest.search import (
+    EXIT_NOT_A_DIRECTORY,
+    EXIT_OUTSIDE_WORKSPACE,
+    SEARCH_TIMEOUT,
+    parse_search_output,
+    search_command,
+)
 
 MAX_TOOL_OUTPUT = 8_000
+MAX_FILE_READ = 1024 * 1024  # bytes the node may send for one read_file
 MAX_FILE_WRITE = 200_000
 MAX_TREE_ENTRIES = 300
 MAX_TREE_DEPTH = 4
@@ -37,6 +54,7 @@ class ToolContext:
     driver: NodeDriver | None  # None while the container has no VM
     vm_id: str
     audit: AuditFn
+    container_pk: int
 
     def node(self) -> NodeDriver:
         if self.driver is None:
@@ -112,7 +130,8 @@ async def _read_workspace(ctx: ToolContext, arguments: dict[str, Any]) -> str:
 
     async def walk(folder: str, depth: int) -> bool:
         """Append ``folder``'s entries depth first; False once the entry budget is spent."""
-        for entry in await ctx.node().list_dir(ctx.vm_id, folder):
+        listed = await ctx.node().list_dir(ctx.vm_id, folder, limit=MAX_TREE_ENTRIES + 1)
+        for entry in listed:
             if len(lines) > MAX_TREE_ENTRIES:
                 lines.append(f"[... more than {MAX_TREE_ENTRIES} entries, listing stopped]")
                 return False
@@ -129,7 +148,7 @@ async def _read_workspace(ctx: ToolContext, arguments: dict[str, Any]) -> str:
 
 async def _read_file(ctx: ToolContext, arguments: dict[str, Any]) -> str:
     path = workspace_path(_str_arg(arguments, "path"))
-    content = await ctx.node().read_file(ctx.vm_id, path)
+    content = await ctx.node().read_file(ctx.vm_id, path, max_bytes=MAX_FILE_READ)
     return content.decode("utf-8", errors="replace")
 
 
@@ -144,7 +163,9 @@ async def _create_file(ctx: ToolContext, arguments: dict[str, Any]) -> str:
     # Normalising drops a trailing slash, so "a folder" is recognised on what the model wrote.
     if path == WORKSPACE_ROOT or raw.rstrip().endswith("/"):
         raise ToolFailed("path must name a file")
-    await ctx.node().write_file(ctx.vm_id, path, content.encode())
+    layer = get_channel_layer()
+    files = GuestFiles(ctx.container_pk, ctx.vm_id, ctx.node(), revision_store(layer))
+    await write_and_publish(files, layer, path, content.encode(), op="ai_create_file")
     return f"wrote {len(content.encode())} bytes to {path}"
 
 
@@ -174,9 +195,9 @@ async def _search(ctx: ToolContext, arguments: dict[str, Any]) -> str:
         exclude_dirs=sorted(SKIPPED_DIRS),
     )
     result = await ctx.node().exec(ctx.vm_id, command, timeout=SEARCH_TIMEOUT + 5)
-    if result["exit_code"] == 3:
+    if result["exit_code"] == EXIT_NOT_A_DIRECTORY:
         raise ToolFailed(f"{root} is not a directory")
-    if result["exit_code"] == 4:
+    if result["exit_code"] == EXIT_OUTSIDE_WORKSPACE:
         raise PathNotAllowed(f"{root} resolves outside {WORKSPACE_ROOT}")
     # Matches come as "L<line>: <text>"; the model gets "<file>:<line>: <text>".
     lines = [
@@ -220,12 +241,16 @@ async def tool_run(ctx: ToolContext, name: str, raw_arguments: str) -> str:
         return f"error: there is no tool named {name!r}"
     try:
         output = await _TOOLS[name](ctx, arguments)
+    except PathTooLong:
+        message = "error: that path is too long"
     except PathNotAllowed:
         message = f"error: paths must stay inside {WORKSPACE_ROOT}"
     except ToolFailed as exc:
         message = f"error: {exc}"
-    except (NodeError, DomainError) as exc:
-        message = f"error: {type(exc).__name__}: {exc}"
+    except NodeError as exc:
+        message = f"error: {domain_error_for(exc).message}"
+    except DomainError as exc:
+        message = f"error: {exc.message}"
     else:
         await ctx.audit(name, _audit_metadata(name, arguments), True, "")
         return bound(output)

@@ -26,7 +26,7 @@ async def ctx() -> tuple[ToolContext, list[tuple[str, dict[str, Any], bool, str]
     async def audit(name: str, metadata: dict[str, Any], success: bool, message: str) -> None:
         audited.append((name, metadata, success, message))
 
-    return ToolContext(driver=driver, vm_id=VM, audit=audit), audited
+    return ToolContext(driver=driver, vm_id=VM, audit=audit, container_pk=1), audited
 
 
 async def run(ctx: ToolContext, name: str, **arguments: Any) -> str:
@@ -118,4 +118,16 @@ async def test_tools_on_a_stopped_vm_explain_instead_of_failing_the_turn(ctx):
     context, _ = ctx
     await context.node().vm_stop(VM)
     result = await run(context, "read_file", path="README.md")
-    assert result.startswith("error: VMNotRunning")
+    assert result == "error: The container is not running."
+
+
+async def test_read_file_asks_the_node_for_at_most_the_tool_limit(ctx, monkeypatch):
+    from ai_services.agents import tools
+
+    context, audited = ctx
+    monkeypatch.setattr(tools, "MAX_FILE_READ", 4)
+
+    result = await run(context, "read_file", path="README.md")
+
+    assert result.startswith("error: ") and "larger than 4 bytes" in result
+    assert audited[-1][2] is False

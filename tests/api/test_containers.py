@@ -443,7 +443,7 @@ def test_upload_writes_the_file_into_app(api_client, running_container):
     response = upload(api_client, running_container, b"hello")
 
     assert response.status_code == 200
-    assert response.json() == {"ok": True, "path": "/app/notes.txt"}
+    assert response.json() == {"ok": True, "path": "/app/notes.txt", "dest": "/app"}
     assert (workspace(running_container) / "notes.txt").read_bytes() == b"hello"
     assert audit("container.upload_file").metadata["path"] == "/app/notes.txt"
 
@@ -502,9 +502,55 @@ def test_download_file_returns_bytes_as_attachment(api_client, running_container
     )
 
     assert response.status_code == 200
-    assert response.content == b"\x00\x01binary"
+    assert body(response) == b"\x00\x01binary"
     assert response["Content-Disposition"] == 'attachment; filename="data.bin"'
+    assert response["Content-Type"] == "application/octet-stream"
     assert audit("container.download_file").success
+
+
+def test_download_file_streams_from_the_node_without_reading_the_file_whole(
+    api_client, running_container, monkeypatch
+):
+    from vm_manager.drivers.memory import InMemoryNodeDriver
+
+    (workspace(running_container) / "big.bin").write_bytes(b"z" * 300_000)
+
+    async def whole_read(*args, **kwargs):
+        raise AssertionError("a download must not read the file whole")
+
+    monkeypatch.setattr(InMemoryNodeDriver, "read_file", whole_read)
+    response = api_client.get(
+        f"/api/containers/{running_container.pk}/download_file/?path=/app/big.bin"
+    )
+
+    assert response.status_code == 200 and response.streaming
+    chunks = list(response.streaming_content)
+    assert len(chunks) > 1 and sum(map(len, chunks)) == 300_000
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [
+        ("app.json", "application/json"),
+        ("index.html", "text/html"),
+        ("notes.txt", "text/plain"),
+        ("logo.png", "image/png"),
+        ("site.tar.gz", "application/gzip"),
+        ("Makefile", "application/octet-stream"),
+    ],
+)
+def test_download_file_carries_a_content_type_guessed_from_the_name(
+    api_client, running_container, name, content_type
+):
+    (workspace(running_container) / name).write_bytes(b"x")
+
+    response = api_client.get(
+        f"/api/containers/{running_container.pk}/download_file/?path=/app/{name}"
+    )
+
+    assert response.status_code == 200
+    assert response["Content-Type"].split(";")[0] == content_type
+    assert body(response) == b"x"
 
 
 def test_download_file_ignores_the_accept_header(api_client, running_container):
@@ -714,3 +760,14 @@ def test_a_refused_patch_changes_nothing(api_client, user, stopped_container):
     assert response.status_code == 403
     stopped_container.refresh_from_db()
     assert stopped_container.name == "idle"
+
+
+def test_download_file_with_a_name_over_255_bytes_is_400_path_too_long(
+    api_client, running_container
+):
+    response = api_client.get(
+        f"/api/containers/{running_container.pk}/download_file/?path=/app/{'n' * 256}"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "path_too_long"

@@ -100,7 +100,7 @@ def test_staff_create_a_template_with_items(staff_client):
     assert set(response.json()) == TEMPLATE_FIELDS
     assert response.json()["items"][0]["mode"] == 0o600
     assert FileTemplate.objects.get(slug="node").items.count() == 1
-    assert AuditLog.objects.get(action="template.create").success
+    assert AuditLog.objects.get(action="template.create").success  # one row: the service's
 
 
 def test_staff_create_with_a_taken_slug_is_400(staff_client, template):
@@ -226,3 +226,99 @@ def test_apply_without_container_id_is_400(api_client, template):
     response = api_client.post(f"/api/templates/{template.pk}/apply/", {}, format="json")
 
     assert response.status_code == 400
+
+
+# -- clean: the destination's contents go first, nothing outside it ------------------------
+
+
+def apply(api_client, template, container, dest_path: str, clean: bool):
+    return api_client.post(
+        f"/api/templates/{template.pk}/apply/",
+        {"container_id": container.pk, "dest_path": dest_path, "clean": clean},
+        format="json",
+    )
+
+
+def test_apply_with_clean_empties_the_destination_first(api_client, template, running_container):
+    root = workspace(running_container)
+    (root / "old.txt").write_text("old")
+    (root / "src").mkdir()
+    (root / "src" / "lib.py").write_text("x")
+    (root / "app.py").write_text("mine")
+
+    response = apply(api_client, template, running_container, "/app", clean=True)
+
+    assert response.status_code == 200
+    assert sorted(p.name for p in root.iterdir()) == ["app.py", "bin"]
+    assert (root / "app.py").read_text() == "print(1)\n"
+
+
+def test_apply_without_clean_keeps_unrelated_files(api_client, template, running_container):
+    root = workspace(running_container)
+    (root / "old.txt").write_text("old")
+
+    assert apply(api_client, template, running_container, "/app", clean=False).status_code == 200
+
+    assert (root / "old.txt").read_text() == "old"
+    assert (root / "app.py").read_text() == "print(1)\n"
+
+
+def test_apply_with_clean_into_a_subfolder_keeps_everything_beside_it(
+    api_client, template, running_container
+):
+    root = workspace(running_container)
+    (root / "site").mkdir()
+    (root / "site" / "stale.html").write_text("stale")
+    (root / "keep.txt").write_text("keep")
+
+    assert apply(api_client, template, running_container, "/app/site", True).status_code == 200
+
+    assert not (root / "site" / "stale.html").exists()
+    assert (root / "site" / "app.py").exists()
+    assert (root / "keep.txt").read_text() == "keep"
+
+
+def test_apply_with_clean_climbing_out_with_dotdot_is_400_and_deletes_nothing(
+    api_client, template, running_container
+):
+    root = workspace(running_container)
+    (root / "keep.txt").write_text("keep")
+
+    response = apply(api_client, template, running_container, "/app/../", clean=True)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "path_not_allowed"
+    assert (root / "keep.txt").read_text() == "keep"
+
+
+def test_apply_with_clean_into_a_symlink_out_of_app_is_400_and_deletes_nothing(
+    api_client, template, running_container, tmp_path
+):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("precious")
+    (workspace(running_container) / "link").symlink_to(outside)
+
+    response = apply(api_client, template, running_container, "/app/link", clean=True)
+
+    assert response.status_code == 400
+    assert (outside / "precious").read_text() == "precious"
+    assert sorted(p.name for p in outside.iterdir()) == ["precious"]
+
+
+def test_apply_with_clean_leaves_a_symlink_out_of_app_and_its_target_alone(
+    api_client, template, running_container, tmp_path
+):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("precious")
+    root = workspace(running_container)
+    (root / "site").mkdir()
+    (root / "site" / "out").symlink_to(outside)
+    (root / "site" / "stale.html").write_text("stale")
+
+    assert apply(api_client, template, running_container, "/app/site", True).status_code == 200
+
+    assert (outside / "precious").read_text() == "precious"
+    assert not (root / "site" / "stale.html").exists()
+    assert (root / "site" / "out").is_symlink()

@@ -1,7 +1,7 @@
 import pytest
 
 from vm_manager.drivers import PathNotAllowed
-from vm_manager.drivers.paths import relative_to_workspace, workspace_path
+from vm_manager.guest.paths import relative_to_workspace, workspace_path
 
 
 @pytest.mark.parametrize(

@@ -91,3 +91,23 @@ def test_move_and_delete_inside_the_workspace(workspace):
     assert (workspace / "x/y/b.txt").read_text() == "a"
     assert run(workspace, "delete", "/app/x")[0] == 0
     assert not (workspace / "x").exists()
+
+
+def test_a_bounded_read_sends_no_more_than_asked(workspace):
+    (workspace / "ten.bin").write_bytes(b"0123456789")
+
+    assert run(workspace, "read", "/app/ten.bin", "4") == (0, b"0123")
+    assert run(workspace, "read", "/app/ten.bin", "") == (0, b"0123456789")
+    assert run(workspace, "check_file", "/app/ten.bin")[0] == 0
+    assert run(workspace, "check_file", "/app/d")[0] == 98
+
+
+def test_a_capped_listing_sends_no_more_entries_than_asked(workspace):
+    for index in range(9):
+        (workspace / "d" / f"f{index}").write_text("")
+
+    code, raw = run(workspace, "list", "/app/d", "4")
+
+    assert code == 0
+    assert len([record for record in raw.split(b"\0") if record]) == 4
+    assert len([r for r in run(workspace, "list", "/app/d", "")[1].split(b"\0") if r]) == 10

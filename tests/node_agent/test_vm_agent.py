@@ -30,6 +30,7 @@ from vm_manager.drivers import (
     VMNotFound,
     VMNotRunning,
 )
+from vm_manager.drivers.base import GuestFileTooLarge
 from vm_manager.drivers.http import HttpNodeDriver
 
 from .conftest import AgentProcess, boot, kill_vms, spawn_agent, wait_ssh_ready
@@ -130,6 +131,24 @@ async def test_file_operations_round_trip(env, two_vms):
     await driver.delete_path(VM_A, "/app/src")
     with pytest.raises(GuestFileNotFound):
         await driver.read_file(VM_A, "/app/src/run.sh")
+
+
+async def test_reads_are_bounded_listings_capped_and_downloads_streamed_by_the_agent(env, two_vms):
+    driver = env.driver()
+    await driver.exec(VM_A, "mkdir -p many && for i in $(seq 1 30); do : > many/f$i; done")
+    await driver.write_file(VM_A, "/app/ten.bin", b"0123456789")
+    await driver.exec(VM_A, "head -c 3000000 /dev/zero > big.bin")
+
+    assert await driver.read_file(VM_A, "/app/ten.bin", max_bytes=10) == b"0123456789"
+    with pytest.raises(GuestFileTooLarge):
+        await driver.read_file(VM_A, "/app/ten.bin", max_bytes=9)
+    assert len(await driver.list_dir(VM_A, "/app/many", limit=7)) == 7
+    assert len(await driver.list_dir(VM_A, "/app/many")) == 30
+    chunks = [chunk async for chunk in driver.read_file_stream(VM_A, "/app/big.bin")]
+    assert sum(map(len, chunks)) == 3_000_000 and len(chunks) > 1
+    with pytest.raises(GuestFileNotFound):
+        [chunk async for chunk in driver.read_file_stream(VM_A, "/app/missing")]
+    await driver.exec(VM_A, "rm -rf many big.bin ten.bin")
 
 
 async def test_archives_hold_the_workspace(env, two_vms):

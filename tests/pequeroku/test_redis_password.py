@@ -29,7 +29,7 @@ django.setup()
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 from pequeroku.health import check_channel_layer
-from vm_manager.revisions import revision_store
+from vm_manager.guest.revisions import revision_store
 
 def cache_roundtrip():
     cache.set("password-probe", 41)

@@ -26,8 +26,8 @@ from django.test import Client
 
 from pequeroku.asgi import application
 from vm_manager.drivers.memory import InMemoryNodeDriver
+from vm_manager.guest.revisions import LocalRevisionStore
 from vm_manager.models import Container, ContainerType, Node
-from vm_manager.revisions import LocalRevisionStore
 
 ORIGIN = b"http://localhost"
 TIMEOUT = 10.0
@@ -49,6 +49,7 @@ def seeded(transactional_db: None) -> None:
     for module, function in (
         ("0002_seed_container_types", "seed_container_types"),
         ("0003_seed_default_template", "seed_default_template"),
+        ("0005_default_template_ide_files", "add_ide_files"),
     ):
         seed = getattr(importlib.import_module(f"vm_manager.migrations.{module}"), function)
         seed(django_apps, schema_editor)

@@ -12,8 +12,8 @@ import pytest
 from channels.db import database_sync_to_async
 
 from internal_config.models import AuditLog
-from vm_manager import editor as editor_service
 from vm_manager.drivers.memory import InMemoryNodeDriver
+from vm_manager.ide import files as editor_service
 from vm_manager.models import Container, Team, TeamMembership
 
 from .conftest import (
@@ -87,6 +87,7 @@ async def test_first_connect_applies_the_default_template(
 
     assert "Welcome" in (workspace / "README.md").read_text()
     assert (workspace / ".editorconfig").is_file()
+    assert (workspace / "config.json").is_file() and (workspace / "readme.txt").is_file()
     await database_sync_to_async(running_container.refresh_from_db)()
     assert running_container.workspace_initialized
 
@@ -633,7 +634,7 @@ async def test_changes_are_audited(running_container, alice_cookie, open_socket)
     rows = await database_sync_to_async(actions)()
     assert rows == [
         ("ws.connect", {}),
-        ("template.apply", {"files_count": 2}),
+        ("template.apply", {"files_count": 4}),
         ("container.write_file", {"path": "/app/a.txt", "bytes": 3}),
     ]
 

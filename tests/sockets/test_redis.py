@@ -15,7 +15,7 @@ import redis
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer
 
-from vm_manager.revisions import RedisRevisionStore, revision_store
+from vm_manager.guest.revisions import RedisRevisionStore, revision_store
 
 from .conftest import next_event
 from .test_editor import check_fifty_editors_receive_one_file_changed, path_of, request
@@ -91,3 +91,14 @@ async def test_two_workers_racing_on_one_revision_one_wins(redis_url):
 
     assert results == [2, None]
     assert await second.get(424242, "/app/r") == 2
+
+
+async def test_a_rest_upload_reaches_an_editor_through_redis(
+    user, running_container, workspace, alice_cookie, open_socket
+):
+    from .test_write_path import (
+        test_a_rest_upload_reaches_the_editor_and_a_stale_save_conflicts as upload_reaches_editor,
+    )
+
+    assert isinstance(get_channel_layer(), RedisChannelLayer)
+    await upload_reaches_editor(user, running_container, workspace, alice_cookie, open_socket)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from channels.layers import InMemoryChannelLayer
 
-from vm_manager.revisions import LocalRevisionStore, revision_store
+from vm_manager.guest.revisions import LocalRevisionStore, revision_store
 
 
 def test_the_in_memory_layer_keeps_revisions_in_the_process():

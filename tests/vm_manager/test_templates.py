@@ -46,4 +46,9 @@ def test_template_slug_is_unique(template):
 def test_default_template_is_seeded_with_a_readme_and_a_config_file(db):
     default = FileTemplate.objects.get(slug="default")
 
-    assert [item.path for item in default.items.all()] == ["README.md", ".editorconfig"]
+    assert [item.path for item in default.items.all()] == [
+        "README.md",
+        ".editorconfig",
+        "config.json",
+        "readme.txt",
+    ]

@@ -43,8 +43,12 @@ def audited(
     target_type: str = "container",
     target_id: str | int | None = None,
     metadata: dict[str, Any] | None = None,
+    failures_only: bool = False,
 ) -> Iterator[AuditEntry]:
-    """Write ``action``'s row: success, or ``success=False`` with the reason, then re-raise."""
+    """Write ``action``'s row: success, or ``success=False`` with the reason, then re-raise.
+
+    ``failures_only``: the service writes the success row itself (with the change it made).
+    """
     entry = AuditEntry(target_id=target_id, metadata=dict(metadata or {}))
     try:
         yield entry
@@ -59,6 +63,8 @@ def audited(
             success=False,
         )
         raise
+    if failures_only:
+        return
     audit_log_http(
         request,
         action=action,

@@ -159,6 +159,7 @@ class UploadRequestSerializer(serializers.Serializer):
 class UploadResultSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     path = serializers.CharField()
+    dest = serializers.CharField(help_text="The folder the file was uploaded to, e.g. /app.")
 
 
 class DownloadFileQuerySerializer(serializers.Serializer):

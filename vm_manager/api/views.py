@@ -10,6 +10,7 @@ it fails, including a 404 for a container the user cannot see.
 
 from __future__ import annotations
 
+import mimetypes
 import posixpath
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate, login, logout
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Model, QuerySet
-from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
@@ -34,7 +35,7 @@ from rest_framework.serializers import Serializer
 from internal_config.audit import audit_log_http, redact_secrets
 from pequeroku.body_limit import MULTIPART_SLACK_BYTES
 from pequeroku.origins import CrossOriginRefused, require_same_site_login
-from vm_manager import container_actions, selectors, services, template_services
+from vm_manager import selectors, services
 from vm_manager.api.audit import audited
 from vm_manager.api.pagination import ArrayLimitOffsetPagination
 from vm_manager.api.schema import ApiAutoSchema, error_response
@@ -62,11 +63,22 @@ from vm_manager.api.serializers import (
 )
 from vm_manager.api.throttling import login_username
 from vm_manager.errors import InvalidCredentials, UploadTooLarge
+from vm_manager.guest import commands, files, templates
 from vm_manager.models import Container, ContainerType, FileTemplate
 
 M = TypeVar("M", bound=Model)
 
 ARCHIVE_CONTENT_TYPES = {"zip": "application/zip", "tar.gz": "application/gzip"}
+
+
+def guessed_content_type(path: str) -> str:
+    """From the file's name; compressed files keep their own type (``.tar.gz`` is gzip)."""
+    kind, encoding = mimetypes.guess_type(posixpath.basename(path), strict=False)
+    if encoding is not None:
+        return {"gzip": "application/gzip", "bzip2": "application/x-bzip2"}.get(
+            encoding, "application/octet-stream"
+        )
+    return kind or "application/octet-stream"
 
 
 def validated(serializer_class: type[Serializer], data: Any) -> dict[str, Any]:
@@ -289,7 +301,7 @@ class ContainerViewSet(
     @action(detail=True, methods=["post"])
     def restart_container(self, request: Request, pk: str) -> Response:
         with self._audited(request, "container.restart_shell"):
-            container_actions.container_restart(self.get_object())
+            commands.container_restart(self.get_object())
         return Response({"status": "restarted"})
 
     @extend_schema(
@@ -307,7 +319,7 @@ class ContainerViewSet(
             container = self.get_object()
             cmd = validated(ExecRequestSerializer, request.data)["cmd"]
             entry.metadata = {"cmd": redact_secrets(cmd)[:500]}
-            result = container_actions.container_exec(container, cmd)
+            result = commands.container_exec(container, cmd)
             entry.metadata["exit_code"] = result["exit_code"]
         ok = result["exit_code"] == 0 and not result["timed_out"]
         return Response(
@@ -327,7 +339,8 @@ class ContainerViewSet(
             413: error_response("413"),
             503: CONTAINER_ERRORS[503],
         },
-        description="Upload `file` into the folder `dest_path` (default /app).",
+        description="Upload `file` into the folder `dest_path` (default /app); answers the "
+        "file's `path` and the folder it landed in (`dest`). Open editors get `file_changed`.",
     )
     @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def upload_file(self, request: Request, pk: str) -> Response:
@@ -342,16 +355,18 @@ class ContainerViewSet(
             entry.metadata = {"name": str(upload.name)[:200], "size": upload.size}
             if upload.size > limit:
                 raise UploadTooLarge(f"Uploads are limited to {limit} bytes.")
-            target = container_actions.upload_target(data["dest_path"], str(upload.name))
+            target = files.upload_target(data["dest_path"], str(upload.name))
             entry.metadata["path"] = target
-            path = container_actions.container_upload_file(container, target, upload.read())
-        return Response({"ok": True, "path": path})
+            path = files.container_upload_file(container, target, upload.read())
+        return Response({"ok": True, "path": path, "dest": posixpath.dirname(path)})
 
     @extend_schema(
         parameters=[DownloadFileQuerySerializer],
         responses={
             (200, "application/octet-stream"): OpenApiResponse(
-                OpenApiTypes.BINARY, description="The file's bytes, as an attachment."
+                OpenApiTypes.BINARY,
+                description="The file's bytes, streamed as an attachment; the Content-Type "
+                "is guessed from the name (application/octet-stream when unknown).",
             ),
             400: error_response("400"),
             409: CONTAINER_ERRORS[409],
@@ -359,14 +374,16 @@ class ContainerViewSet(
         },
     )
     @action(detail=True, methods=["get"], content_negotiation_class=IgnoreAcceptHeader)
-    def download_file(self, request: Request, pk: str) -> HttpResponse:
+    def download_file(self, request: Request, pk: str) -> StreamingHttpResponse:
         with self._audited(request, "container.download_file") as entry:
             container = self.get_object()
             path = validated(DownloadFileQuerySerializer, request.query_params)["path"]
-            target = container_actions.guest_path(path)
+            target = files.guest_path(path)
             entry.metadata = {"path": target}
-            content = container_actions.container_read_file(container, target)
-        response = HttpResponse(content, content_type="application/octet-stream")
+            chunks = files.container_download(
+                container, target, asynchronous=isinstance(request._request, ASGIRequest)
+            )
+        response = StreamingHttpResponse(chunks, content_type=guessed_content_type(target))
         response["Content-Disposition"] = content_disposition_header(
             True, posixpath.basename(target) or "file"
         )
@@ -390,9 +407,9 @@ class ContainerViewSet(
             container = self.get_object()
             data = validated(DownloadFolderQuerySerializer, request.query_params)
             fmt = data["prefer_fmt"]
-            root = container_actions.guest_path(data["root"])
+            root = files.guest_path(data["root"])
             entry.metadata = {"root": root, "fmt": fmt}
-            chunks = container_actions.container_archive(
+            chunks = files.container_archive(
                 container, root, fmt, asynchronous=isinstance(request._request, ASGIRequest)
             )
         response = StreamingHttpResponse(chunks, content_type=ARCHIVE_CONTENT_TYPES[fmt])
@@ -411,7 +428,7 @@ class ContainerViewSet(
     )
     @action(detail=True, methods=["get"])
     def statistics(self, request: Request, pk: str) -> Response:
-        stats = container_actions.container_statistics(self.get_object())
+        stats = commands.container_statistics(self.get_object())
         return Response(StatisticsSerializer(stats).data)
 
 
@@ -448,32 +465,45 @@ class TemplateViewSet(viewsets.ModelViewSet):
         return TemplateSerializer(self.get_queryset().get(pk=template.pk)).data
 
     def create(self, request: Request) -> Response:
-        with audited(request, "template.create", target_type="template") as entry:
+        with audited(request, "template.create", target_type="template", failures_only=True):
             serializer = TemplateSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             fields = dict(serializer.validated_data)
             items = fields.pop("items", [])
-            template = template_services.template_create(fields=fields, items=items)
-            entry.target_id = template.pk
+            template = templates.template_create(
+                actor=templates.Actor.from_request(request), fields=fields, items=items
+            )
         return Response(self._fetch(template), status=status.HTTP_201_CREATED)
 
     def update(self, request: Request, pk: str, partial: bool = False) -> Response:
         action_name = "template.update"
-        with audited(request, action_name, target_type="template", target_id=pk[:64]):
+        with audited(
+            request, action_name, target_type="template", target_id=pk[:64], failures_only=True
+        ):
             template = self.get_object()
             serializer = TemplateSerializer(template, data=request.data, partial=partial)
             serializer.is_valid(raise_exception=True)
             fields = dict(serializer.validated_data)
             items = fields.pop("items", None if partial else [])
-            template = template_services.template_update(template, fields=fields, items=items)
+            template = templates.template_update(
+                template, actor=templates.Actor.from_request(request), fields=fields, items=items
+            )
         return Response(self._fetch(template))
 
     def partial_update(self, request: Request, pk: str) -> Response:
         return self.update(request, pk, partial=True)
 
     def destroy(self, request: Request, pk: str) -> Response:
-        with audited(request, "template.delete", target_type="template", target_id=pk[:64]):
-            template_services.template_delete(self.get_object())
+        with audited(
+            request,
+            "template.delete",
+            target_type="template",
+            target_id=pk[:64],
+            failures_only=True,
+        ):
+            templates.template_delete(
+                self.get_object(), actor=templates.Actor.from_request(request)
+            )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -494,7 +524,7 @@ class TemplateViewSet(viewsets.ModelViewSet):
             container = object_or_404(
                 selectors.container_list_for_user(request.user), data["container_id"]
             )
-            count = template_services.template_apply_to_container(
+            count = templates.template_apply_to_container(
                 template, container, dest_path=data["dest_path"], clean=data["clean"]
             )
         return Response(
@@ -502,7 +532,7 @@ class TemplateViewSet(viewsets.ModelViewSet):
                 "status": "applied",
                 "template_id": template.pk,
                 "container": container.pk,
-                "dest_path": container_actions.guest_path(data["dest_path"]),
+                "dest_path": files.guest_path(data["dest_path"]),
                 "files_count": count,
             }
         )

@@ -22,6 +22,7 @@ WORKSPACE_ROOT = "/app"
 VMState = Literal["running", "stopped", "error"]
 PathType = Literal["file", "directory", "symlink", "other"]
 ArchiveFormat = Literal["zip", "tar.gz"]
+GuestEgress = Literal["public", "none"]
 
 
 class VMSpec(TypedDict):
@@ -55,7 +56,7 @@ class NodeHealth(TypedDict):
     free_disk_mb: int
     # The agent's guest egress policy is in force; placement skips a node without it.
     guest_isolation: bool
-    guest_egress: str
+    guest_egress: GuestEgress
     isolation_detail: str
 
 
@@ -107,8 +108,16 @@ class PathNotAllowed(NodeError):
     """The path escapes the workspace root (``..``, absolute escape, symlink escape)."""
 
 
+class PathTooLong(PathNotAllowed):
+    """The path is over Linux's limits (4096 bytes a path, 255 a name)."""
+
+
 class GuestFileNotFound(NodeError):
     """The path does not exist inside the guest."""
+
+
+class GuestFileTooLarge(NodeError):
+    """The file is larger than the caller's ``max_bytes``; the agent sent none of it."""
 
 
 class NodeBadRequest(NodeError):
@@ -156,9 +165,17 @@ class NodeDriver(Protocol):
         """Run ``cmd`` with ``bash -lc`` in ``WORKSPACE_ROOT``; output is size-bounded."""
         ...
 
-    async def list_dir(self, vm_id: str, path: str) -> list[FileEntry]: ...
+    async def list_dir(self, vm_id: str, path: str, limit: int | None = None) -> list[FileEntry]:
+        """The entries of a directory, sorted by name; at most ``limit`` of them when given."""
+        ...
 
-    async def read_file(self, vm_id: str, path: str) -> bytes: ...
+    async def read_file(self, vm_id: str, path: str, max_bytes: int | None = None) -> bytes:
+        """The whole file; ``GuestFileTooLarge`` (nothing read) when it exceeds ``max_bytes``."""
+        ...
+
+    def read_file_stream(self, vm_id: str, path: str) -> AsyncIterator[bytes]:
+        """Stream a file in chunks (downloads); errors come before the first chunk."""
+        ...
 
     async def write_file(
         self, vm_id: str, path: str, content: bytes, mode: int | None = None

@@ -28,6 +28,7 @@ from .base import (
     ExecResult,
     FileEntry,
     GuestFileNotFound,
+    GuestFileTooLarge,
     NodeAuthError,
     NodeBadRequest,
     NodeError,
@@ -50,6 +51,7 @@ SLACK = 15.0  # extra seconds over an operation's own timeout (exec, stop) for t
 _BY_CODE: dict[str, type[NodeError]] = {
     "vm_not_found": VMNotFound,
     "file_not_found": GuestFileNotFound,
+    "file_too_large": GuestFileTooLarge,
     "vm_not_running": VMNotRunning,
     "ssh_not_ready": VMNotRunning,
     "identity_mismatch": VMNotRunning,
@@ -216,12 +218,21 @@ class HttpNodeDriver:
             timeout=timeout + SLACK,
         )
 
-    async def list_dir(self, vm_id: str, path: str) -> list[FileEntry]:
-        return await self._json("GET", f"/vms/{vm_id}/files", params={"path": path})
+    async def list_dir(self, vm_id: str, path: str, limit: int | None = None) -> list[FileEntry]:
+        params: dict[str, Any] = {"path": path}
+        if limit is not None:
+            params["limit"] = limit
+        return await self._json("GET", f"/vms/{vm_id}/files", params=params)
 
-    async def read_file(self, vm_id: str, path: str) -> bytes:
-        response = await self._request("GET", f"/vms/{vm_id}/files/content", params={"path": path})
+    async def read_file(self, vm_id: str, path: str, max_bytes: int | None = None) -> bytes:
+        params: dict[str, Any] = {"path": path}
+        if max_bytes is not None:
+            params["max_bytes"] = max_bytes
+        response = await self._request("GET", f"/vms/{vm_id}/files/content", params=params)
         return response.content
+
+    def read_file_stream(self, vm_id: str, path: str) -> AsyncIterator[bytes]:
+        return self._stream(f"/vms/{vm_id}/files/content", {"path": path})
 
     async def write_file(
         self, vm_id: str, path: str, content: bytes, mode: int | None = None
@@ -246,12 +257,14 @@ class HttpNodeDriver:
     async def delete_path(self, vm_id: str, path: str) -> None:
         await self._request("DELETE", f"/vms/{vm_id}/files", params={"path": path})
 
-    async def archive(self, vm_id: str, root: str, fmt: ArchiveFormat) -> AsyncIterator[bytes]:
-        params = {"root": root, "fmt": fmt}
+    def archive(self, vm_id: str, root: str, fmt: ArchiveFormat) -> AsyncIterator[bytes]:
+        return self._stream(f"/vms/{vm_id}/archive", {"root": root, "fmt": fmt})
+
+    async def _stream(self, path: str, params: dict[str, Any]) -> AsyncIterator[bytes]:
         try:
             async with (
                 self._client(timeout=max(self.timeout, 300.0)) as client,
-                client.stream("GET", f"/vms/{vm_id}/archive", params=params) as response,
+                client.stream("GET", path, params=params) as response,
             ):
                 if not response.is_success:
                     raise _error_for(response.status_code, await response.aread())

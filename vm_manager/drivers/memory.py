@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import os
 import pty
 import shutil
@@ -31,12 +32,15 @@ from fcntl import ioctl
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from vm_manager.guest.paths import relative_to_workspace
+
 from .base import (
     WORKSPACE_ROOT,
     ArchiveFormat,
     ExecResult,
     FileEntry,
     GuestFileNotFound,
+    GuestFileTooLarge,
     NodeBadRequest,
     NodeHealth,
     NodeUnavailable,
@@ -47,7 +51,6 @@ from .base import (
     VMStats,
     VMStatus,
 )
-from .paths import relative_to_workspace
 
 if TYPE_CHECKING:
     from vm_manager.models import Node
@@ -260,13 +263,15 @@ class InMemoryNodeDriver:
             timed_out=False,
         )
 
-    async def list_dir(self, vm_id: str, path: str) -> list[FileEntry]:
+    async def list_dir(self, vm_id: str, path: str, limit: int | None = None) -> list[FileEntry]:
         vm = self._running_vm("list_dir", vm_id)
         host = self._host_path(vm, path)
         if not host.is_dir():
             raise GuestFileNotFound(f"{path} is not a directory")
         entries: list[FileEntry] = []
-        for child in sorted(host.iterdir()):
+        # Like the agent: which ``limit`` entries is the directory's order, then sorted.
+        children = list(itertools.islice(host.iterdir(), limit))
+        for child in sorted(children):
             st = child.lstat()
             if child.is_symlink():
                 kind = "symlink"
@@ -287,12 +292,32 @@ class InMemoryNodeDriver:
             )
         return entries
 
-    async def read_file(self, vm_id: str, path: str) -> bytes:
+    async def read_file(self, vm_id: str, path: str, max_bytes: int | None = None) -> bytes:
         vm = self._running_vm("read_file", vm_id)
         host = self._host_path(vm, path)
         if not host.is_file():
             raise GuestFileNotFound(f"{path} does not exist")
-        return host.read_bytes()
+        with host.open("rb") as file:
+            data = file.read(-1 if max_bytes is None else max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise GuestFileTooLarge(f"{path} is larger than {max_bytes} bytes")
+        return data
+
+    async def read_file_stream(self, vm_id: str, path: str) -> AsyncIterator[bytes]:
+        vm = self._running_vm("read_file", vm_id)
+        host = self._host_path(vm, path)
+        if not host.is_file():
+            raise GuestFileNotFound(f"{path} does not exist")
+        offset = 0
+        while True:
+            # Opened per chunk: a stream dropped unread must not leave a file open.
+            with host.open("rb") as file:
+                file.seek(offset)
+                chunk = file.read(64 * 1024)
+            if not chunk:
+                return
+            offset += len(chunk)
+            yield chunk
 
     async def write_file(
         self, vm_id: str, path: str, content: bytes, mode: int | None = None

@@ -52,10 +52,10 @@ def container_for_socket(user: Any, pk: int) -> Container:
         raise SocketAccessDenied(CLOSE_NOT_LOGGED_IN, "not logged in")
     try:
         return live_visible_container(user, pk)
-    except ContainerNotVisible:
-        raise SocketAccessDenied(CLOSE_NOT_ALLOWED, "not allowed") from None
-    except ContainerMissing:
-        raise SocketAccessDenied(CLOSE_NOT_FOUND, "no such container") from None
+    except ContainerNotVisible as exc:
+        raise SocketAccessDenied(exc.close_code, "not allowed") from None
+    except ContainerMissing as exc:
+        raise SocketAccessDenied(exc.close_code, "no such container") from None
 
 
 def user_group(user_pk: int) -> str:

@@ -35,17 +35,8 @@ from django.conf import settings
 from internal_config.audit import audit_log_ws, audit_log_ws_refusal, scope_client_info
 from pequeroku.errors import DomainError
 from pequeroku.layer_guard import channel_layer_accepts
-from vm_manager.drivers import (
-    GuestFileNotFound,
-    NodeAuthError,
-    NodeBadRequest,
-    NodeError,
-    NodeUnavailable,
-    PathNotAllowed,
-    VMNotFound,
-    VMNotRunning,
-)
-from vm_manager.errors import ContainerNotRunning, NodeUnreachable
+from vm_manager.drivers import NodeError
+from vm_manager.errors import domain_error_for
 from vm_manager.models import Container
 
 from .access import (
@@ -124,19 +115,11 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
 
 
 def error_message(exc: BaseException) -> str:
-    """The text a client sees for a failed request; never a token or a traceback."""
+    """The text a client sees for a failed request; never an address, token or traceback."""
+    if isinstance(exc, NodeError):
+        exc = domain_error_for(exc)
     if isinstance(exc, DomainError):
         return exc.message
-    if isinstance(exc, VMNotRunning | VMNotFound):
-        return ContainerNotRunning.default_message
-    if isinstance(exc, NodeUnavailable | NodeAuthError):
-        return NodeUnreachable.default_message
-    if isinstance(exc, PathNotAllowed):
-        return f"path not allowed: {str(exc)[:300]}"
-    if isinstance(exc, GuestFileNotFound):
-        return f"not found: {str(exc)[:300]}"
-    if isinstance(exc, NodeBadRequest | NodeError):
-        return str(exc)[:300] or "the node refused the request"
     return "internal error"
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from vm_manager.errors import ContainerNotRunning
+from vm_manager.guest.access import driver_for
 from vm_manager.ide.terminals import (
     SID_PATTERN,
     ConsoleError,
@@ -27,7 +28,6 @@ from vm_manager.ide.terminals import (
     input_bytes,
     valid_size,
 )
-from vm_manager.operations import driver_for
 
 from .base import ContainerSocket, socket_layer_accepts
 from .command_audit import CommandAudit

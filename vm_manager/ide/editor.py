@@ -13,15 +13,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from vm_manager.editor import (
+from vm_manager.guest.access import driver_for
+from vm_manager.guest.files import editor_group
+from vm_manager.guest.revisions import revision_store
+from vm_manager.ide.files import (
     MAX_WRITE_BYTES,
     Editor,
     EditorResult,
     RevisionConflict,
     workspace_initialize_once,
 )
-from vm_manager.operations import driver_for
-from vm_manager.revisions import revision_store
 
 from .base import ContainerSocket, socket_layer_accepts
 
@@ -47,7 +48,7 @@ ACTIONS: dict[str, Handler] = {
 
 
 def group_name(container_pk: int) -> str:
-    return f"container-fs-{container_pk}"
+    return editor_group(container_pk)
 
 
 class EditorConsumer(ContainerSocket):
@@ -67,7 +68,7 @@ class EditorConsumer(ContainerSocket):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.send_json({"event": "connected"})
         # The first connect writes the default template; requests are answered meanwhile
-        # (its files reach this editor as broadcasts). Exactly once stays the function's rule.
+        # (its files get revisions but no broadcast). Exactly once stays the function's rule.
         self.initializing = asyncio.create_task(
             self._initialize_workspace(), name=f"editor-template-{self.container.pk}"
         )

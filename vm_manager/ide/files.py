@@ -4,16 +4,17 @@ Entry points: ``Editor`` (one per editor socket: ``list_dirs``, ``read_file``, `
 ``write_file``, ``move_path``, ``delete_path``, ``search``), ``workspace_initialize_once``.
 
 Every path goes through ``workspace_path`` (``..`` and absolute escapes refused here); symlink
-escapes are refused by the node, which resolves paths inside the guest. A change bumps the
-path's revision in the shared ``RevisionStore`` and returns the event to broadcast to every
-editor of the container; the socket layer only sends it.
+escapes are refused by the node, which resolves paths inside the guest. A write goes through
+``GuestFiles.write``, the write path every other writer (REST, templates, the AI) shares; a
+change bumps the path's revision in the shared ``RevisionStore`` and returns the event to
+broadcast to every editor of the container; the socket layer only sends it. Reads are bounded
+at the node (``MAX_READ_BYTES``) and listings capped (``MAX_DIR_ENTRIES`` a folder).
 """
 
 from __future__ import annotations
 
 import codecs
 import posixpath
-import shlex
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -21,38 +22,29 @@ from channels.db import database_sync_to_async
 
 from pequeroku.errors import DomainError
 from vm_manager.drivers import WORKSPACE_ROOT, GuestFileNotFound, NodeDriver
-from vm_manager.drivers.paths import relative_to_workspace, workspace_path
+from vm_manager.guest.files import MAX_DIR_ENTRIES, GuestFiles, RevisionConflict
+from vm_manager.guest.paths import relative_to_workspace, workspace_path
+from vm_manager.guest.revisions import RevisionStore
+from vm_manager.guest.search import (
+    DEFAULT_EXCLUDED_DIRS,
+    EXIT_NOT_A_DIRECTORY,
+    EXIT_OUTSIDE_WORKSPACE,
+    SEARCH_MAX_FILTERS,
+    SEARCH_MAX_LINE,
+    SEARCH_MAX_PATTERN,
+    SEARCH_MAX_PER_FILE,
+    SEARCH_MAX_RESULTS,
+    SEARCH_TIMEOUT,
+    SearchHit,
+    parse_search_output,
+    search_command,
+)
+from vm_manager.guest.templates import template_apply, template_items
 from vm_manager.models import Container, FileTemplate
-from vm_manager.operations import guest_exists, template_apply, template_items
-from vm_manager.revisions import RevisionStore
 
 MAX_READ_BYTES = 2 * 1024 * 1024  # larger files are downloaded, not opened in the editor
 MAX_WRITE_BYTES = 2 * 1024 * 1024
 MAX_LIST_PATHS = 64
-
-SEARCH_MAX_RESULTS = 250  # matching lines over all files
-SEARCH_MAX_PER_FILE = 50
-SEARCH_TIMEOUT = 10.0  # seconds, enforced inside the guest; the node call allows a little more
-SEARCH_MAX_LINE = 300  # characters kept of each matching line
-SEARCH_MAX_PATTERN = 200
-SEARCH_MAX_FILTERS = 32
-DEFAULT_EXCLUDED_DIRS = (
-    ".git",
-    ".hg",
-    ".svn",
-    "node_modules",
-    "__pycache__",
-    ".venv",
-    "venv",
-    ".mypy_cache",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".tox",
-    ".cache",
-    ".next",
-    "dist",
-    "build",
-)
 DEFAULT_TEMPLATE_SLUG = "default"
 
 
@@ -61,23 +53,10 @@ class EditorError(DomainError):
     default_message = "The editor request failed."
 
 
-class RevisionConflict(EditorError):
-    code = "conflict"
-
-    def __init__(self, rev: int) -> None:
-        super().__init__("conflict")
-        self.rev = rev
-
-
 class DirEntry(TypedDict):
     path: str
     name: str
     path_type: str
-
-
-class SearchHit(TypedDict):
-    path: str
-    matchs: list[str]
 
 
 @dataclass
@@ -122,43 +101,46 @@ class Editor:
     driver: NodeDriver
     revisions: RevisionStore
 
-    async def _bump(self, path: str) -> int:
-        rev = await self.revisions.bump(self.container_pk, path)
-        assert rev is not None  # noqa: S101 - unconditional bumps always succeed
-        return rev
+    @property
+    def files(self) -> GuestFiles:
+        return GuestFiles(self.container_pk, self.vm_id, self.driver, self.revisions)
 
     async def list_dirs(self, path: object) -> EditorResult:
+        """Each folder's entries; a folder with more than ``MAX_DIR_ENTRIES`` is cut there and
+        named in ``truncated`` (empty when nothing was cut)."""
         raw = path if isinstance(path, str) and path.strip() else WORKSPACE_ROOT
         paths = list(dict.fromkeys(_path(part or WORKSPACE_ROOT) for part in raw.split(",")))
         if len(paths) > MAX_LIST_PATHS:
             raise EditorError(f"at most {MAX_LIST_PATHS} paths per request")
         entries: list[DirEntry] = []
+        truncated: list[str] = []
         for directory in paths:
             try:
-                listed = await self.driver.list_dir(self.vm_id, directory)
+                listing = await self.files.listing(directory, MAX_DIR_ENTRIES)
             except GuestFileNotFound:
                 continue  # a folder the client still shows but that is gone: nothing in it
+            if listing.truncated:
+                truncated.append(directory)
             entries.extend(
                 DirEntry(
                     path=entry["path"],
                     name=entry["name"],
                     path_type="directory" if entry["path_type"] == "directory" else "file",
                 )
-                for entry in listed
+                for entry in listing.entries
             )
-        return EditorResult(data={"entries": entries, "path": paths})
+        return EditorResult(data={"entries": entries, "path": paths, "truncated": truncated})
 
     async def read_file(self, path: object) -> EditorResult:
+        """At most ``MAX_READ_BYTES`` leave the node; a larger file is an error event."""
         target = _path(path)
         name = posixpath.basename(target)
         rev = await self.revisions.get(self.container_pk, target)
         try:
-            raw = await self.driver.read_file(self.vm_id, target)
+            raw = await self.files.read(target, MAX_READ_BYTES)
         except GuestFileNotFound:
             data = {"name": name, "content": "", "length": 0, "found": False, "rev": rev}
             return EditorResult(data=data)
-        if len(raw) > MAX_READ_BYTES:
-            raise EditorError(f"file is larger than {MAX_READ_BYTES // (1024 * 1024)} MiB")
         content = codecs.decode(raw, "utf-8", errors="replace")
         data = {"name": name, "content": content, "length": len(content), "found": True}
         data["rev"] = rev
@@ -167,7 +149,7 @@ class Editor:
     async def create_dir(self, path: object) -> EditorResult:
         target = _path(path)
         await self.driver.make_dir(self.vm_id, target)
-        rev = await self._bump(target)
+        rev = await self.files.touched(target)
         event = {"event": "file_changed", "path": target, "rev": rev, "meta": {"op": "create_dir"}}
         return EditorResult(rev=rev, broadcast=event, audit={"path": target})
 
@@ -179,14 +161,8 @@ class Editor:
         if len(body) > MAX_WRITE_BYTES:
             raise EditorError(f"content is larger than {MAX_WRITE_BYTES // (1024 * 1024)} MiB")
         expected = await self._expected_rev(target, prev_rev)
-        # Claim the next revision before writing: of two writers holding the same prev_rev,
-        # on any workers, exactly one gets it and the other is told about the conflict.
-        rev = await self.revisions.bump(self.container_pk, target, expected)
-        if rev is None:
-            raise RevisionConflict(await self.revisions.get(self.container_pk, target))
-        await self.driver.write_file(self.vm_id, target, body)
-        meta = {"op": "write_file", "bytes": len(body)}
-        event = {"event": "file_changed", "path": target, "rev": rev, "meta": meta}
+        event = await self.files.write(target, body, op="write_file", expected=expected)
+        rev = int(event["rev"])
         return EditorResult(rev=rev, broadcast=event, audit={"path": target, "bytes": len(body)})
 
     async def _expected_rev(self, target: str, prev_rev: object) -> int | None:
@@ -200,21 +176,18 @@ class Editor:
         except ValueError:
             raise EditorError("'prev_rev' must be an integer") from None
         current = await self.revisions.get(self.container_pk, target)
-        if expected == 0 and current != 0 and not await self._exists(target):
+        if expected == 0 and current != 0 and not await self.files.exists(target):
             # A new file at a path that once existed (deleted or moved away): nothing to lose.
             return current
         return expected
-
-    async def _exists(self, target: str) -> bool:
-        return await guest_exists(self.driver, self.vm_id, target)
 
     async def move_path(self, src: object, dst: object) -> EditorResult:
         source, target = _path(src, "src"), _path(dst, "dst")
         if WORKSPACE_ROOT in (source, target):
             raise EditorError(f"cannot move {WORKSPACE_ROOT} itself")
         await self.driver.move_path(self.vm_id, source, target)
-        await self._bump(source)
-        rev = await self._bump(target)
+        await self.files.touched(source)
+        rev = await self.files.touched(target)
         event = {"event": "path_moved", "src": source, "dst": target, "rev": rev}
         return EditorResult(rev=rev, broadcast=event, audit={"src": source, "dst": target})
 
@@ -223,7 +196,7 @@ class Editor:
         if target == WORKSPACE_ROOT:
             raise EditorError(f"cannot delete {WORKSPACE_ROOT} itself")
         await self.driver.delete_path(self.vm_id, target)
-        rev = await self._bump(target)
+        rev = await self.files.touched(target)
         event = {"event": "path_deleted", "path": target, "rev": rev}
         return EditorResult(rev=rev, broadcast=event, audit={"path": target})
 
@@ -248,56 +221,13 @@ class Editor:
             exclude_dirs=[*DEFAULT_EXCLUDED_DIRS, *_text_list(exclude_dirs, "exclude_dirs")],
         )
         result = await self.driver.exec(self.vm_id, command, timeout=SEARCH_TIMEOUT + 5)
-        if result["exit_code"] == 3:
+        if result["exit_code"] == EXIT_NOT_A_DIRECTORY:
             raise GuestFileNotFound(f"{base} is not a directory")
-        if result["exit_code"] == 4:
+        if result["exit_code"] == EXIT_OUTSIDE_WORKSPACE:
             raise EditorError(f"{base} resolves outside {WORKSPACE_ROOT}")
         hits = parse_search_output(base, result["stdout"])
         audit = {"root": base, "pattern": pattern, "files": len(hits)}
         return EditorResult(data=hits, audit=audit)
-
-
-def search_command(
-    relative_root: str,
-    pattern: str,
-    *,
-    case_sensitive: bool,
-    include_globs: list[str],
-    exclude_dirs: list[str],
-) -> str:
-    """A shell command run in the workspace root printing ``./path\\0line:text`` per match.
-
-    Fixed-string matching (no regex backtracking to bound), ``-I`` skips binaries, ``-r`` does
-    not follow symlinks below the root, the root itself is checked to stay in the workspace, and
-    ``timeout`` plus ``head`` bound time and output.
-    """
-    grep = ["grep", "-rnIZF", "-m", str(SEARCH_MAX_PER_FILE)]
-    if not case_sensitive:
-        grep.append("-i")
-    grep += [f"--exclude-dir={name}" for name in dict.fromkeys(exclude_dirs)]
-    grep += [f"--include={glob}" for glob in include_globs]
-    grep += ["-e", pattern, "--", "."]
-    grep_line = " ".join(shlex.quote(part) for part in grep)
-    target = shlex.quote(f"./{relative_root}" if relative_root else ".")
-    return (
-        'start="$(pwd -P)"; '
-        f"cd -P -- {target} 2>/dev/null || exit 3; "
-        'case "$(pwd -P)/" in "$start"/*) ;; *) exit 4 ;; esac; '
-        f"timeout -s KILL {int(SEARCH_TIMEOUT)} {grep_line} 2>/dev/null "
-        f"| cut -c1-{SEARCH_MAX_LINE + 200} | head -n {SEARCH_MAX_RESULTS}; exit 0"
-    )
-
-
-def parse_search_output(base: str, stdout: str) -> list[SearchHit]:
-    hits: dict[str, list[str]] = {}
-    for line in stdout.splitlines():
-        name, sep, rest = line.partition("\x00")
-        number, colon, text = rest.partition(":")
-        if not sep or not colon or not number.isdigit():
-            continue  # a line cut by the output bound
-        path = posixpath.normpath(posixpath.join(base, name))
-        hits.setdefault(path, []).append(f"L{number}: {text[:SEARCH_MAX_LINE]}")
-    return [SearchHit(path=path, matchs=matches) for path, matches in hits.items()]
 
 
 # -- first connect: the default template, once ---------------------------------------------
@@ -338,9 +268,31 @@ async def workspace_initialize_once(container: Container) -> int | None:
         return None
     try:
         items = await database_sync_to_async(_default_template_items)()
-        written = await template_apply(container, items, clean=False, keep_existing=True)
+        written = await template_apply(
+            container, items, clean=False, keep_existing=True, announce=False
+        )
     except BaseException:
         await database_sync_to_async(_release_workspace)(container.pk)
         raise
     container.workspace_initialized = True
     return written
+
+
+__all__ = [
+    "DEFAULT_TEMPLATE_SLUG",
+    "MAX_READ_BYTES",
+    "MAX_WRITE_BYTES",
+    "SEARCH_MAX_LINE",
+    "SEARCH_MAX_PER_FILE",
+    "SEARCH_MAX_RESULTS",
+    "SEARCH_TIMEOUT",
+    "DirEntry",
+    "Editor",
+    "EditorError",
+    "EditorResult",
+    "RevisionConflict",
+    "SearchHit",
+    "parse_search_output",
+    "search_command",
+    "workspace_initialize_once",
+]

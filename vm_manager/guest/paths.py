@@ -1,10 +1,22 @@
-"""Workspace path confinement shared by every driver and by the node agent."""
+"""The one normaliser of workspace paths: REST, the editor, the AI tools and the drivers.
+
+Entry points: ``workspace_path``, ``relative_to_workspace``, ``MAX_PATH_BYTES``,
+``MAX_NAME_BYTES``.
+
+``node_agent.paths`` is a copy (the agent does not import Django);
+``tests/contracts/test_paths_agree.py`` runs one table of cases through both.
+"""
 
 from __future__ import annotations
 
 import posixpath
 
-from .base import WORKSPACE_ROOT, PathNotAllowed
+from vm_manager.drivers.base import WORKSPACE_ROOT, PathNotAllowed, PathTooLong
+
+# Linux's limits: checked here so an over-long path is a clear "not allowed" everywhere rather
+# than whatever the guest's filesystem answers.
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
 
 
 def workspace_path(path: str, root: str = WORKSPACE_ROOT) -> str:
@@ -22,6 +34,11 @@ def workspace_path(path: str, root: str = WORKSPACE_ROOT) -> str:
         normal = "/" + normal.lstrip("/")
     if normal != root and not normal.startswith(root.rstrip("/") + "/"):
         raise PathNotAllowed(f"path {path!r} is outside {root}")
+    encoded = normal.encode(errors="surrogatepass")
+    if len(encoded) > MAX_PATH_BYTES or any(
+        len(part) > MAX_NAME_BYTES for part in encoded.split(b"/")
+    ):
+        raise PathTooLong("path is too long")
     return normal
 
 
