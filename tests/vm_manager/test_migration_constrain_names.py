@@ -12,7 +12,7 @@ from django.db.migrations.executor import MigrationExecutor
 from vm_manager.names import display_name_validator
 
 BEFORE = ("vm_manager", "0004_container_reconcile_claim")
-AFTER = ("vm_manager", "0011_constrain_existing_names")
+AFTER = ("vm_manager", "0007_constrain_existing_names")
 
 
 @pytest.fixture

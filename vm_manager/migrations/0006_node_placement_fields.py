@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('vm_manager', '0004_container_reconcile_claim'),
+        ('vm_manager', '0005_default_template_ide_files'),
     ]
 
     operations = [

@@ -55,7 +55,7 @@ def constrain_names(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("vm_manager", "0010_node_placement_fields"),
+        ("vm_manager", "0006_node_placement_fields"),
     ]
 
     operations = [
