@@ -72,6 +72,7 @@ class GuestConnection:
         self._port, self._key, self._host_key = port, key, host_key
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
+        self.clock_sync_pending = False  # set after a restore: the guest's clock stood still
 
     def ready(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
@@ -134,6 +135,15 @@ class GuestConnection:
         except (OSError, asyncssh.Error, TimeoutError):
             raise SSHNotReadyError("could not read the guest's instance id") from None
         return str(result.stdout or "").strip() if result.exit_status == 0 else ""
+
+    async def sync_clock(self) -> None:
+        """After a restore the guest's wall clock reads the time of the suspend: set it."""
+        if not self.clock_sync_pending:
+            return
+        self.clock_sync_pending = False
+        with contextlib.suppress(AgentError):
+            conn = await self.get()
+            await run(conn, f"date -u -s @{time.time():.3f} >/dev/null", timeout=10)
 
     async def close(self) -> None:
         async with self._lock:

@@ -23,6 +23,9 @@ class VMStatusOut(BaseModel):
     disk_gib: int
     ssh_ready: bool
     detail: str
+    suspended: bool = False
+    last_boot: Literal["cold", "restored", ""] = ""
+    boot_detail: str = ""
 
 
 class NodeHealthOut(BaseModel):

@@ -1,7 +1,15 @@
 """The VMs of one node: their records on disk, QEMU processes and guest connections.
 
 Entry points (``VMManager``): ``startup``, ``shutdown``, ``health``, ``create``, ``start``,
-``stop``, ``delete``, ``status``, ``list``, ``stats``, ``guest``.
+``stop``, ``suspend``, ``delete``, ``status``, ``list``, ``stats``, ``guest``.
+
+Power-off has two kinds. ``suspend`` syncs the guest's disks, saves its memory and device state
+next to its overlay (``memory.state``) and quits QEMU, so a suspended VM holds no host RAM; the
+next ``start`` restores it (processes, open files and shells come back) and then deletes the
+state, which is only valid with the disk exactly as it was. ``stop`` (ACPI powerdown) discards
+any saved state: the next start is a cold boot. A state that is missing, made by another QEMU or
+image, or that QEMU cannot load also means a cold boot from the overlay (which the sync made
+complete), and the status says why (``last_boot``, ``boot_detail``).
 
 Each VM lives in ``<data-dir>/vms/<vm_id>/`` (``vm.json``, overlay, SSH host key, pidfile,
 QEMU's output, QMP socket), all private to the agent. QEMU runs detached under the VM's own uid
@@ -26,7 +34,7 @@ from pathlib import Path
 
 import asyncssh
 
-from . import qemu
+from . import guest, qemu
 from .config import AgentConfig
 from .errors import (
     AgentError,
@@ -45,6 +53,7 @@ log = logging.getLogger("node_agent.vms")
 VM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WARMUP_INTERVAL = 0.25
 WARMUP_BACKOFF = 2.0
+SYNC_TIMEOUT = 60.0
 
 
 @dataclass
@@ -62,6 +71,11 @@ class VMRecord:
     accel: str | None = None
     expected_running: bool = False
     created_at: float = field(default_factory=time.time)
+    suspended: bool = False  # memory.state holds the VM; the next start restores it
+    suspending: bool = False  # a suspend began and has not finished (the node may have died)
+    state_key: str = ""  # what memory.state was saved under (qemu.state_key)
+    last_boot: str = ""  # "cold" or "restored": how QEMU last started
+    boot_detail: str = ""  # why the last start was a cold boot when a restore was expected
 
     @classmethod
     def load(cls, path: Path) -> VMRecord:
@@ -120,6 +134,9 @@ class ManagedVM:
             "disk_gib": self.record.disk_gib,
             "ssh_ready": alive and self.guest.ready(),
             "detail": detail,
+            "suspended": not alive and self.record.suspended,
+            "last_boot": self.record.last_boot,
+            "boot_detail": self.record.boot_detail,
         }
 
 
@@ -165,6 +182,8 @@ class VMManager:
         self.vms[record.vm_id] = vm
         if vm.alive() and record.ssh_port is not None:
             self.ports.claim(record.ssh_port, record.vm_id)
+            if record.suspending:
+                self._background.append(asyncio.create_task(self._abandon_suspend(vm)))
             self._start_warmup(vm)
             log.info("adopted running VM %s (pid %s)", record.vm_id, vm.pid)
             pid = vm.pid
@@ -177,6 +196,16 @@ class VMManager:
                 )
         else:
             log.info("found VM %s, not running", record.vm_id)
+
+    async def _abandon_suspend(self, vm: ManagedVM) -> None:
+        """A previous agent died mid-suspend with QEMU alive: the guest runs on, paused no more."""
+        async with vm.lock:
+            with contextlib.suppress(Exception):
+                await qemu.qmp_execute(vm.files.qmp_socket, "cont")
+            self._discard_state(vm)
+            vm.record.suspending = vm.record.suspended = False
+            vm.save()
+            log.info("VM %s: an unfinished suspend was abandoned; it runs on", vm.record.vm_id)
 
     async def shutdown(self) -> None:
         """Close connections only: the VMs (and the egress policy) stay without the agent."""
@@ -272,19 +301,76 @@ class VMManager:
                 vm.record.uid = uid
                 vm.save()
             await self.isolation.admit(uid)
-            await self._launch(vm, uid)
+            await self._boot(vm, uid)
             self._start_warmup(vm)
             return vm.status()
 
-    async def _launch(self, vm: ManagedVM, uid: int) -> None:
+    async def _boot(self, vm: ManagedVM, uid: int) -> None:
+        """Restore the saved state when there is a usable one, else boot from the disk."""
         image = qemu.BootImage.load(self.config.image_dir, vm.record.image)
         accel = await self.accel()
+        why_cold = self._unusable_state(vm, image, accel)
+        if why_cold is None:
+            started = time.monotonic()
+            try:
+                await self._launch(vm, uid, image, accel, state=vm.files.state)
+                pid = vm.pid
+                assert pid is not None  # noqa: S101
+                await qemu.finish_restore(vm.files.qmp_socket, pid, vm.record.instance_id)
+            except QemuError as exc:
+                log.warning("VM %s: restore failed (%s), cold boot", vm.record.vm_id, exc)
+                await self._kill_leftover(vm)
+                await self._cleanup_runtime(vm)
+                why_cold = f"the saved state could not be restored: {exc}"[:300]
+            else:
+                self._discard_state(vm)
+                vm.guest.clock_sync_pending = True
+                self._booted(vm, "restored", "")
+                log.info("restored VM %s in %.2fs", vm.record.vm_id, time.monotonic() - started)
+                return
+        self._discard_state(vm)
+        await self._launch(vm, uid, image, accel)
+        self._booted(vm, "cold", why_cold or "")
+
+    def _unusable_state(self, vm: ManagedVM, image: qemu.BootImage, accel: str) -> str | None:
+        """None when the saved state can be restored; otherwise why not (or "" for none)."""
+        record = vm.record
+        if record.suspending and not record.suspended:
+            return "the node stopped during a suspend; booted from the disk"
+        if not record.suspended:
+            return ""
+        if not vm.files.state.is_file():
+            return "the saved state is missing; booted from the disk"
+        key = qemu.state_key(image, accel, record.vcpus, record.memory_mb)
+        if key != record.state_key:
+            return "the saved state was made by another QEMU, machine or image; booted from disk"
+        return None
+
+    def _booted(self, vm: ManagedVM, how: str, why_cold: str) -> None:
+        vm.record.last_boot, vm.record.boot_detail = how, why_cold
+        vm.record.suspended = vm.record.suspending = False
+        vm.record.state_key = ""
+        vm.save()
+
+    def _discard_state(self, vm: ManagedVM) -> None:
+        """A running guest changes the disk: its saved state must never be restored again."""
+        for path in (vm.files.state, vm.files.state_partial):
+            path.unlink(missing_ok=True)
+
+    async def _launch(
+        self,
+        vm: ManagedVM,
+        uid: int,
+        image: qemu.BootImage,
+        accel: str,
+        state: Path | None = None,
+    ) -> None:
         tried: set[int] = set()
         for _ in range(5):
             port = self.ports.reserve(vm.record.vm_id, avoid=tried)
             tried.add(port)
             vm.record.ssh_port, vm.record.accel = port, accel
-            fds = qemu.open_launch_fds(image, vm.files, vm.identity.host_key_fd())
+            fds = qemu.open_launch_fds(image, vm.files, vm.identity.host_key_fd(), state)
             try:
                 cmd = qemu.qemu_command(
                     accel=accel,
@@ -351,6 +437,7 @@ class VMManager:
                     await asyncio.sleep(WARMUP_BACKOFF)
                     continue
                 log.info("VM %s: SSH ready", vm.record.vm_id)
+                await vm.guest.sync_clock()
                 continue
             await asyncio.sleep(WARMUP_INTERVAL)
         await vm.guest.close()
@@ -370,15 +457,87 @@ class VMManager:
             path.unlink(missing_ok=True)
 
     async def stop(self, vm_id: str, timeout: float) -> dict[str, object]:
+        """Hard stop: ACPI powerdown; a suspended VM forgets its state (next start is cold)."""
         vm = self._get(vm_id)
         async with vm.lock:
             pid = vm.pid
             if vm.alive() and pid is not None:
                 await self._powerdown(vm, pid, timeout)
             vm.record.expected_running = False
+            vm.record.suspended = vm.record.suspending = False
+            vm.record.state_key = ""
             vm.save()
+            self._discard_state(vm)
             await self._cleanup_runtime(vm)
             return vm.status()
+
+    async def suspend(self, vm_id: str) -> dict[str, object]:
+        """Save the running VM's memory and device state beside its overlay and quit QEMU.
+
+        The guest's filesystems are synced first, so the overlay alone is complete should
+        the state ever be lost. A stopped VM is a no-op. On failure the VM keeps running.
+        """
+        vm = self._get(vm_id)
+        async with vm.lock:
+            pid = vm.pid
+            if not vm.alive() or pid is None:
+                return vm.status()
+            image = qemu.BootImage.load(self.config.image_dir, vm.record.image)
+            accel = vm.record.accel or await self.accel()
+            started = time.monotonic()
+            await self._sync_guest_disks(vm)
+            await self._stop_warmup(vm)
+            await vm.guest.close()
+            vm.record.suspending = True
+            vm.save()
+            try:
+                await self._save_state(vm)
+            except BaseException:
+                vm.files.state_partial.unlink(missing_ok=True)
+                vm.record.suspending = False
+                vm.save()
+                self._start_warmup(vm)
+                raise
+            vm.record.state_key = qemu.state_key(image, accel, vm.record.vcpus, vm.record.memory_mb)
+            vm.record.suspended, vm.record.expected_running = True, False
+            vm.save()
+            with contextlib.suppress(Exception):
+                await qemu.qmp_execute(vm.files.qmp_socket, "quit", timeout=5.0)
+            if not await qemu.wait_exit(pid, vm.record.instance_id, 10.0):
+                await qemu.kill_qemu(pid, vm.record.instance_id)
+            await self._cleanup_runtime(vm)
+            log.info(
+                "suspended VM %s in %.2fs (%d MiB of state)",
+                vm.record.vm_id,
+                time.monotonic() - started,
+                vm.files.state.stat().st_size // 2**20,
+            )
+            return vm.status()
+
+    async def _sync_guest_disks(self, vm: ManagedVM) -> None:
+        """Flush the guest's page cache to the overlay: files survive a lost state."""
+        try:
+            conn = await vm.guest.get()
+            result = await guest.run(conn, "sync", timeout=SYNC_TIMEOUT)
+        except AgentError as exc:
+            raise VMNotRunningError(
+                f"VM {vm.record.vm_id} cannot be suspended before its guest answers ({exc.code})"
+            ) from None
+        if result.exit_code != 0:
+            raise QemuError(f"sync in VM {vm.record.vm_id} failed ({result.exit_code})")
+
+    async def _save_state(self, vm: ManagedVM) -> None:
+        """Stream the state into a partial file; only a complete, fsynced one is renamed."""
+        partial = vm.files.state_partial
+        fd = os.open(
+            partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            await qemu.save_state(vm.files.qmp_socket, fd)
+            await asyncio.to_thread(os.fsync, fd)
+        finally:
+            os.close(fd)
+        partial.replace(vm.files.state)
 
     async def _powerdown(self, vm: ManagedVM, pid: int, timeout: float) -> None:
         await self._stop_warmup(vm)
