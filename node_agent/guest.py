@@ -113,7 +113,7 @@ class GuestConnection:
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             raise SSHNotReadyError(f"SSH to VM {self.vm_id} failed: {type(exc).__name__}") from None
         try:
-            seen = await self._read_instance_id(conn)
+            seen = await self._read_instance_id(conn, self._pending_clock_command())
         except BaseException:
             conn.close()
             raise
@@ -123,27 +123,26 @@ class GuestConnection:
                 "VM %s: guest on port %s is not this VM (identity mismatch)", self.vm_id, port
             )
             raise IdentityMismatchError(f"the guest answering for VM {self.vm_id} is another VM")
+        self.clock_sync_pending = False
         return conn
 
+    def _pending_clock_command(self) -> str:
+        """After a restore the guest's wall clock reads the time of the suspend: the first
+        command on the new connection sets it (one round trip with the identity check)."""
+        if not self.clock_sync_pending:
+            return ""
+        return f"; date -u -s @{time.time():.3f} >/dev/null 2>&1 || true"
+
     @staticmethod
-    async def _read_instance_id(conn: asyncssh.SSHClientConnection) -> str:
+    async def _read_instance_id(conn: asyncssh.SSHClientConnection, then: str = "") -> str:
         try:
             result = await asyncio.wait_for(
-                conn.run(f"cat {INSTANCE_ID_PATH}", check=False, stdin=asyncssh.DEVNULL),
+                conn.run(f"cat {INSTANCE_ID_PATH}{then}", check=False, stdin=asyncssh.DEVNULL),
                 CONNECT_TIMEOUT,
             )
         except (OSError, asyncssh.Error, TimeoutError):
             raise SSHNotReadyError("could not read the guest's instance id") from None
         return str(result.stdout or "").strip() if result.exit_status == 0 else ""
-
-    async def sync_clock(self) -> None:
-        """After a restore the guest's wall clock reads the time of the suspend: set it."""
-        if not self.clock_sync_pending:
-            return
-        self.clock_sync_pending = False
-        with contextlib.suppress(AgentError):
-            conn = await self.get()
-            await run(conn, f"date -u -s @{time.time():.3f} >/dev/null", timeout=10)
 
     async def close(self) -> None:
         async with self._lock:

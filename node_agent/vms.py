@@ -437,7 +437,6 @@ class VMManager:
                     await asyncio.sleep(WARMUP_BACKOFF)
                     continue
                 log.info("VM %s: SSH ready", vm.record.vm_id)
-                await vm.guest.sync_clock()
                 continue
             await asyncio.sleep(WARMUP_INTERVAL)
         await vm.guest.close()
