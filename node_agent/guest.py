@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import shlex
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -29,6 +31,7 @@ from .errors import (
     PathNotAllowedError,
     SSHNotReadyError,
 )
+from .identity import public_line
 
 log = logging.getLogger("node_agent.guest")
 
@@ -73,6 +76,7 @@ class GuestConnection:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
         self.clock_sync_pending = False  # set after a restore: the guest's clock stood still
+        self.adoption: Adoption | None = None  # set while the guest holds a template identity
 
     def ready(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
@@ -89,13 +93,16 @@ class GuestConnection:
         port = self._port()
         if port is None:
             raise SSHNotReadyError(f"VM {self.vm_id} has no SSH forward")
+        adoption = self.adoption
+        host_key = adoption.host_key if adoption else self._host_key
+        expected = adoption.instance_id if adoption else self.instance_id
         try:
             conn = await asyncssh.connect(
                 "127.0.0.1",
                 port,
                 username="root",
                 client_keys=[self._key],
-                known_hosts=([self._host_key], [], []),
+                known_hosts=([host_key], [], []),
                 agent_path=None,
                 connect_timeout=CONNECT_TIMEOUT,
                 keepalive_interval=15,
@@ -117,14 +124,43 @@ class GuestConnection:
         except BaseException:
             conn.close()
             raise
-        if seen != self.instance_id:
+        if seen != expected:
             conn.close()
             log.warning(
                 "VM %s: guest on port %s is not this VM (identity mismatch)", self.vm_id, port
             )
             raise IdentityMismatchError(f"the guest answering for VM {self.vm_id} is another VM")
         self.clock_sync_pending = False
+        if adoption is not None:
+            try:
+                await self._adopt(conn, adoption)
+            except BaseException:
+                conn.close()
+                raise
         return conn
+
+    async def _adopt(self, conn: asyncssh.SSHClientConnection, adoption: Adoption) -> None:
+        """Give a guest restored from a golden snapshot this VM's identity (``ADOPT_SCRIPT``).
+
+        The connection stays: it reached the template guest on this VM's own forward, which
+        only this VM's QEMU serves, and from now on that guest is this VM.
+        """
+        machine_id, boot_id = secrets.token_hex(16), str(uuid.uuid4())
+        command = " ".join(
+            ["bash", "-c", shlex.quote(ADOPT_SCRIPT), "_",
+             shlex.quote(public_line(self._host_key)), machine_id, boot_id,
+             f"{time.time():.3f}"]
+        )  # fmt: skip
+        result = await run(conn, command, stdin=secrets.token_bytes(64), timeout=CONNECT_TIMEOUT)
+        if result.exit_code != 0:
+            detail = result.stderr.decode(errors="replace").strip()[-200:]
+            raise SSHNotReadyError(f"VM {self.vm_id}: taking its identity failed: {detail}")
+        seen = await self._read_instance_id(conn)
+        if seen != self.instance_id:
+            raise IdentityMismatchError(f"VM {self.vm_id} did not take its instance id")
+        self.adoption = None
+        adoption.done()
+        log.info("VM %s: identity given after restore from a golden snapshot", self.vm_id)
 
     def _pending_clock_command(self) -> str:
         """After a restore the guest's wall clock reads the time of the suspend: the first
@@ -151,6 +187,42 @@ class GuestConnection:
                 with contextlib.suppress(Exception):
                     await self._conn.wait_closed()
                 self._conn = None
+
+
+@dataclass
+class Adoption:
+    """The template identity a guest restored from a golden snapshot still holds."""
+
+    host_key: asyncssh.SSHKey
+    instance_id: str
+    done: Callable[[], None]
+
+
+# Run once in a guest restored from a golden snapshot; $1 host public key, $2 machine id,
+# $3 boot id, $4 wall clock; stdin: 64 random bytes. The rest comes from this QEMU's fw_cfg
+# (not migrated: the new QEMU's command line carries this VM's instance id and keys).
+ADOPT_SCRIPT = r"""set -e
+fw=/sys/firmware/qemu_fw_cfg/by_name/opt/pequeroku
+date -u -s "@$4" >/dev/null
+head -c 64 >/dev/urandom
+umask 077
+cat "$fw/ssh_host_ed25519_key/raw" >/etc/ssh/ssh_host_ed25519_key.new
+mv -f /etc/ssh/ssh_host_ed25519_key.new /etc/ssh/ssh_host_ed25519_key
+printf '%s
+' "$1" >/etc/ssh/ssh_host_ed25519_key.pub
+cat "$fw/authorized_keys/raw" >/root/.ssh/authorized_keys
+umask 022
+printf '%s
+' "$2" >/etc/machine-id
+printf '%s
+' "$3" >/run/pequeroku/boot_id
+mountpoint -q /proc/sys/kernel/random/boot_id && umount /proc/sys/kernel/random/boot_id
+mount --bind /run/pequeroku/boot_id /proc/sys/kernel/random/boot_id
+hostname pequeroku
+[ -r /run/sshd.pid ] && kill -HUP "$(cat /run/sshd.pid)"
+cat "$fw/instance_id/raw" >/run/pequeroku/instance_id
+(setsid resize2fs /dev/vda >/dev/null 2>&1 &)
+"""
 
 
 @dataclass

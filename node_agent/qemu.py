@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -170,24 +171,31 @@ async def _run(*cmd: str, timeout: float) -> tuple[int, str]:
     return proc.returncode or 0, out.decode(errors="replace")
 
 
-async def create_overlay(base: Path, overlay: Path, disk_gib: int) -> None:
+async def create_overlay(base: Path, overlay: Path, disk_gib: int | None) -> None:
+    """A qcow2 overlay on ``base``, ``disk_gib`` large (None: the base's size)."""
+    size = [] if disk_gib is None else [f"{disk_gib}G"]
     code, out = await _run(
-        "qemu-img",
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-F",
-        "qcow2",
-        "-b",
-        str(base),
-        str(overlay),
-        f"{disk_gib}G",
-        timeout=60,
-    )
+        "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
+        str(overlay), *size, timeout=60,
+    )  # fmt: skip
     if code != 0:
         raise QemuError(f"qemu-img create failed: {out.strip()[-500:]}")
     overlay.chmod(0o600)
+
+
+async def resize_overlay(overlay: Path, disk_gib: int) -> None:
+    """Grow an overlay's virtual size (the guest grows its filesystem into it)."""
+    code, out = await _run("qemu-img", "resize", "-q", str(overlay), f"{disk_gib}G", timeout=60)
+    if code != 0:
+        raise QemuError(f"qemu-img resize failed: {out.strip()[-500:]}")
+
+
+async def virtual_size(image: Path) -> int:
+    code, out = await _run("qemu-img", "info", "--output=json", str(image), timeout=60)
+    try:
+        return int(json.loads(out)["virtual-size"]) if code == 0 else 0
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 def accel_args(accel: str) -> list[str]:
@@ -347,6 +355,10 @@ def qemu_command(
         # Guests otherwise wait for entropy at boot (sshd, systemd-random-seed) under TCG.
         "-device",
         "virtio-rng-pci",
+        # A generation id of this VM's own: a guest restored from a golden snapshot sees it
+        # change and reseeds its kernel RNG at once (Linux vmgenid), so clones never share it.
+        "-device",
+        f"vmgenid,guid={identity.generation_id}",
         *identity.qemu_args(node_key, fds.host_key),
         "-chardev",
         f"socket,id=qmp,fd={fds.qmp},server=on,wait=off",
@@ -578,6 +590,8 @@ async def finish_restore(sock: Path, pid: int, instance_id: str, timeout: float 
 
 
 _QEMU_VERSION: dict[str, str] = {}
+# The devices ``qemu_command`` gives a VM: a saved state only loads into the same set.
+MACHINE_LAYOUT = "q35 virtio-blk virtio-net virtio-rng vmgenid fw_cfg ringbuf-serial/1"
 
 
 def qemu_version() -> str:
@@ -605,6 +619,7 @@ def state_key(image: BootImage, accel: str, vcpus: int, memory_mb: int) -> str:
     initrd, root disk and command line (a rebuilt image changes their size or mtime).
     """
     parts = [
+        MACHINE_LAYOUT,
         qemu_version(),
         " ".join(accel_args(accel)),
         f"smp={vcpus}",

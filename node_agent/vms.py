@@ -43,7 +43,8 @@ from .errors import (
     VMNotFoundError,
     VMNotRunningError,
 )
-from .guest import GuestConnection, wait_for_banner
+from .golden import Golden, GoldenStore, shape_name
+from .guest import Adoption, GuestConnection, wait_for_banner
 from .identity import GuestIdentity, ensure_private_dir, load_or_create_node_key
 from .isolation import Isolation
 from .uids import UidPool
@@ -53,6 +54,7 @@ log = logging.getLogger("node_agent.vms")
 VM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WARMUP_INTERVAL = 0.25
 WARMUP_BACKOFF = 2.0
+GOLDEN_BOOT_TIMEOUT = 600.0
 SYNC_TIMEOUT = 60.0
 
 
@@ -76,6 +78,9 @@ class VMRecord:
     state_key: str = ""  # what memory.state was saved under (qemu.state_key)
     last_boot: str = ""  # "cold" or "restored": how QEMU last started
     boot_detail: str = ""  # why the last start was a cold boot when a restore was expected
+    # Created from a golden snapshot and not yet given its identity: the template's.
+    adopt_instance_id: str = ""
+    adopt_host_key: str = ""
 
     @classmethod
     def load(cls, path: Path) -> VMRecord:
@@ -107,6 +112,22 @@ class ManagedVM:
         )
         self.warmup: asyncio.Task[None] | None = None
         self.cpu_sample: qemu.CpuSample | None = None
+        self.expect_template_identity()
+
+    def expect_template_identity(self) -> None:
+        """A guest restored from a golden snapshot answers as the template until adopted."""
+        if not self.record.adopt_instance_id:
+            self.guest.adoption = None
+            return
+        self.guest.adoption = Adoption(
+            host_key=asyncssh.import_public_key(self.record.adopt_host_key),
+            instance_id=self.record.adopt_instance_id,
+            done=self.adopted,
+        )
+
+    def adopted(self) -> None:
+        self.record.adopt_instance_id = self.record.adopt_host_key = ""
+        self.save()
 
     @property
     def pid(self) -> int | None:
@@ -153,6 +174,8 @@ class VMManager:
         self.key = load_or_create_node_key(config.data_dir / "ssh")
         self.uids = UidPool(*config.vm_uid_range, claims_dir=config.uid_claims_dir)
         self.isolation = Isolation(config, self.uids)
+        self.golden = GoldenStore(config.data_dir)
+        self._golden_builds: dict[str, asyncio.Task[None]] = {}
 
     # -- lifecycle of the agent -------------------------------------------------------------
 
@@ -213,9 +236,9 @@ class VMManager:
             if vm.warmup is not None:
                 vm.warmup.cancel()
             await vm.guest.close()
-        for task in self._background:
+        for task in [*self._background, *self._golden_builds.values()]:
             task.cancel()
-        for task in self._background:
+        for task in [*self._background, *self._golden_builds.values()]:
             with contextlib.suppress(BaseException):
                 await task
         if self._accel is not None and not self._accel.done():
@@ -242,6 +265,7 @@ class VMManager:
             "capacity_disk_mb": capacity_disk_mb,
             "free_disk_mb": free_disk_mb,
             **self.isolation.status(),
+            "golden_snapshots": self.golden.status(),
         }
 
     # -- VM operations ----------------------------------------------------------------------
@@ -267,19 +291,32 @@ class VMManager:
             vm_dir = ensure_private_dir(self.vms_dir / vm_id)
             files = qemu.VMFiles.under(vm_dir)
             uid: int | None = None
+            vcpus, memory_mb = int(spec["vcpus"]), int(spec["memory_mb"])  # type: ignore[call-overload]
+            disk_gib = int(spec["disk_gib"])  # type: ignore[call-overload]
             try:
-                await qemu.create_overlay(image.rootfs, files.overlay, int(spec["disk_gib"]))  # type: ignore[call-overload]
+                golden = await self._golden_for(image, vcpus, memory_mb, disk_gib)
+                if golden is not None:
+                    await asyncio.to_thread(
+                        GoldenStore.clone_into, golden, files.overlay, files.state
+                    )
+                    await qemu.resize_overlay(files.overlay, disk_gib)
+                else:
+                    await qemu.create_overlay(image.rootfs, files.overlay, disk_gib)
                 identity = GuestIdentity.create(vm_dir)
                 uid = self.uids.claim(files.record)
                 record = VMRecord(
                     vm_id=vm_id,
-                    vcpus=int(spec["vcpus"]),  # type: ignore[call-overload]
-                    memory_mb=int(spec["memory_mb"]),  # type: ignore[call-overload]
-                    disk_gib=int(spec["disk_gib"]),  # type: ignore[call-overload]
+                    vcpus=vcpus,
+                    memory_mb=memory_mb,
+                    disk_gib=disk_gib,
                     image=image_name,
                     instance_id=identity.instance_id,
                     uid=uid,
                 )
+                if golden is not None:
+                    record.suspended, record.state_key = True, golden.state_key
+                    record.adopt_instance_id = golden.instance_id
+                    record.adopt_host_key = golden.host_public_key
                 record.save(files.record)
             except BaseException:
                 self.uids.release(uid, files.record)
@@ -288,6 +325,89 @@ class VMManager:
             vm = self.vms[vm_id] = ManagedVM(record, files, self.key, identity)
             log.info("created VM %s (image %s, uid %s)", vm_id, image_name, uid)
             return vm.status()
+
+    # -- golden snapshots ---------------------------------------------------------------------
+
+    async def _golden_for(
+        self, image: qemu.BootImage, vcpus: int, memory_mb: int, disk_gib: int
+    ) -> Golden | None:
+        """The usable snapshot for this shape; without one, a build starts in the background."""
+        accel = await self.accel()
+        shape = shape_name(image.name, vcpus, memory_mb)
+        golden = self.golden.find(shape, qemu.state_key(image, accel, vcpus, memory_mb))
+        if golden is not None and golden.disk_bytes <= disk_gib * 2**30:
+            return golden
+        if golden is None and self.config.golden_snapshots and shape not in self._golden_builds:
+            task = asyncio.create_task(self._build_golden(image, vcpus, memory_mb))
+            self._golden_builds[shape] = task
+        return None
+
+    async def _build_golden(self, image: qemu.BootImage, vcpus: int, memory_mb: int) -> None:
+        """Boot a template guest of this shape to ready, sync it, save it, keep it."""
+        shape = shape_name(image.name, vcpus, memory_mb)
+        self.golden.mark(shape, "building")
+        build_dir = ensure_private_dir(self.golden.root / f".build-{shape}")
+        files = qemu.VMFiles.under(build_dir)
+        uid: int | None = None
+        vm: ManagedVM | None = None
+        try:
+            await qemu.create_overlay(image.rootfs, files.overlay, None)
+            identity = GuestIdentity.create(build_dir)
+            uid = self.uids.claim(files.record)
+            record = VMRecord(
+                vm_id=f"golden-{shape}", vcpus=vcpus, memory_mb=memory_mb, disk_gib=0,
+                image=image.name, instance_id=identity.instance_id, uid=uid,
+            )  # fmt: skip
+            record.save(files.record)
+            vm = ManagedVM(record, files, self.key, identity)
+            await self.isolation.admit(uid)
+            accel = await self.accel()
+            await self._launch(vm, uid, image, accel)
+            await self._until_guest_answers(vm, GOLDEN_BOOT_TIMEOUT)
+            await self._sync_guest_disks(vm)
+            await vm.guest.close()
+            await self._save_state(vm)
+            pid = vm.pid
+            with contextlib.suppress(Exception):
+                await qemu.qmp_execute(files.qmp_socket, "quit", timeout=5.0)
+            if pid is not None and not await qemu.wait_exit(pid, identity.instance_id, 10.0):
+                await qemu.kill_qemu(pid, identity.instance_id)
+            await self._cleanup_runtime(vm)
+            for leftover in (files.record, files.pidfile, files.launch_log, files.qmp_socket):
+                leftover.unlink(missing_ok=True)
+            disk_bytes = await qemu.virtual_size(files.overlay)
+            self.golden.install(
+                shape, build_dir, identity.instance_id, identity.host_key,
+                qemu.state_key(image, accel, vcpus, memory_mb), disk_bytes,
+            )  # fmt: skip
+            log.info("golden snapshot %s ready", shape)
+        except BaseException as exc:
+            self.golden.mark(shape, f"build failed: {exc}"[:300] + "; creates cold-boot")
+            log.warning("golden snapshot %s failed: %s", shape, exc)
+            if vm is not None:
+                await self._kill_leftover(vm)
+                await self._cleanup_runtime(vm)
+            shutil.rmtree(build_dir, ignore_errors=True)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self.uids.release(uid, files.record)
+            if uid is not None:
+                await self.isolation.forget(uid)
+            self._golden_builds.pop(shape, None)
+
+    async def _until_guest_answers(self, vm: ManagedVM, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not vm.alive():
+                raise QemuError("the template guest's QEMU exited")
+            port = vm.record.ssh_port
+            if port is not None and await wait_for_banner(port):
+                with contextlib.suppress(AgentError):
+                    await vm.guest.get()
+                    return
+            await asyncio.sleep(WARMUP_INTERVAL)
+        raise QemuError(f"the template guest did not answer in {timeout:.0f}s")
 
     async def start(self, vm_id: str) -> dict[str, object]:
         vm = self._get(vm_id)
@@ -329,6 +449,9 @@ class VMManager:
                 log.info("restored VM %s in %.2fs", vm.record.vm_id, time.monotonic() - started)
                 return
         self._discard_state(vm)
+        if vm.record.adopt_instance_id:
+            vm.adopted()  # a cold boot takes this VM's identity from fw_cfg at boot
+            vm.expect_template_identity()
         await self._launch(vm, uid, image, accel)
         self._booted(vm, "cold", why_cold or "")
 
