@@ -546,13 +546,18 @@ class VMManager:
             vm.warmup = asyncio.create_task(self._warm_up(vm))
 
     async def _warm_up(self, vm: ManagedVM) -> None:
-        """Open the guest connection as soon as SSH answers, so ``ssh_ready`` flips early."""
+        """Open the guest connection as soon as SSH answers, so ``ssh_ready`` flips early.
+
+        A restored guest's sshd is already listening: probing its banner first would only
+        make it start a connection process (slow under TCG) that nobody uses.
+        """
+        restored = vm.record.last_boot == "restored"
         while vm.alive():
             if vm.guest.ready():
                 await asyncio.sleep(1.0)
                 continue
             port = vm.record.ssh_port
-            if port is not None and await wait_for_banner(port):
+            if port is not None and (restored or await wait_for_banner(port)):
                 try:
                     await vm.guest.get()
                 except AgentError as exc:
