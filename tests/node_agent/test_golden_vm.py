@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 
 SHAPE = "default-1c-512m"
 GUEST_FACTS = (
-    "cat /etc/ssh/ssh_host_ed25519_key.pub /run/pequeroku/instance_id /etc/machine-id "
-    "/proc/sys/kernel/random/boot_id; head -c 16 /dev/urandom | od -An -tx1"
+    "for f in /etc/ssh/ssh_host_ed25519_key.pub /run/pequeroku/instance_id /etc/machine-id "
+    "/proc/sys/kernel/random/boot_id; do tr -d '\\n' < $f; echo; done; "
+    "head -c 16 /dev/urandom | od -An -tx1"
 )
 
 
@@ -105,6 +106,7 @@ async def test_containers_created_from_the_snapshot_are_restored_not_booted(clon
 async def test_two_containers_from_one_snapshot_share_no_key_id_or_random_state(clones):
     driver = clones.agent.driver()
     one, two = await facts(driver, "c1"), await facts(driver, "c2")
+    assert len(one) == len(two) == 5, (one, two)
 
     for index, what in enumerate(("host key", "instance id", "machine-id", "boot_id", "random")):
         assert one[index] != two[index], what
