@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 
 import asyncssh
 import pytest
 
-from node_agent import qemu
+from node_agent import guest, qemu
 from node_agent.config import AgentConfig
 from node_agent.golden import GoldenStore, shape_name
 from node_agent.vms import VMManager
@@ -119,3 +120,12 @@ async def test_a_snapshot_larger_than_the_type_disk_is_not_used(manager):
     status = await manager.create(SPEC)  # a 2 GiB type
 
     assert status["suspended"] is False
+
+
+def test_the_adoption_script_is_valid_bash_and_checks_the_template_first():
+    checked = subprocess.run(["bash", "-n"], input=guest.ADOPT_SCRIPT.encode(), check=False)
+    lines = guest.ADOPT_SCRIPT.splitlines()
+    first_write = next(i for i, line in enumerate(lines) if ">/" in line and "read" not in line)
+
+    assert checked.returncode == 0
+    assert lines.index('[ "$seen" = "$1" ] || exit 97') < first_write
