@@ -164,6 +164,9 @@ class Shape:
             "DB_PORT": str(self.pg_port),
             "REDIS_URL": self.redis_url,
             "REDIS_PREFIX": self.prefix,
+            # As behind the production reverse proxy: each simulated user has an address of its
+            # own (the login and anonymous throttles are per address).
+            "TRUSTED_PROXY_IP_HEADER": "HTTP_X_FORWARDED_FOR",
             "LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
         }
