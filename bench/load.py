@@ -117,7 +117,14 @@ def setup_django(shape: Shape) -> None:
     django.setup()
 
 
-def seed(args: argparse.Namespace, provider_url: str, provider_key: str) -> list[SimUser]:
+def seed(
+    args: argparse.Namespace, provider_url: str, provider_key: str, first_active: int = 0
+) -> list[SimUser]:
+    """The users, their quotas, the AI provider's settings, and a container per active user.
+
+    Users ``first_active`` onwards take the console, editor and AI roles in that order of
+    index; the last ``--churn-users`` churn.
+    """
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import User
 
@@ -145,9 +152,10 @@ def seed(args: argparse.Namespace, provider_url: str, provider_key: str) -> list
     sims = []
     for index, user in enumerate(users):
         sim = SimUser(index, user.pk, user.username)
-        sim.console = index < args.consoles
-        sim.editor = index < args.editors
-        sim.ai = index < args.ai_users
+        rank = index - first_active
+        sim.console = 0 <= rank < args.consoles
+        sim.editor = 0 <= rank < args.editors
+        sim.ai = 0 <= rank < args.ai_users
         sim.churn = args.users - args.churn_users <= index
         if sim.console or sim.editor or sim.ai:
             sim.container = container_create(user=user, container_type_id=small.pk).pk
@@ -444,13 +452,21 @@ async def run_traffic(
 # -- invariants, shared with bench/faults.py ------------------------------------------------------
 
 
-def check_invariants(journal: Journal, since: datetime, timeout: float) -> tuple[float, list[Any]]:
-    """Wait for convergence (up to ``timeout``), then run every checker; (seconds, violations)."""
+def check_invariants(
+    journal: Journal, since: datetime, timeout: float, grace: timedelta = timedelta(0)
+) -> tuple[float, list[Any]]:
+    """Wait for convergence (up to ``timeout``), then run every checker; (seconds, violations).
+
+    ``grace``: rows changed more recently are not judged yet (traffic that keeps changing
+    intents, as churn does, never leaves every row settled).
+    """
     from asgiref.sync import async_to_sync
+    from django.db import OperationalError, connections
 
     from vm_manager.drivers import NodeError, get_node_driver
     from vm_manager.invariants import (
         EditorWrite,
+        Violation,
         check_acked_writes,
         check_ai_uses,
         check_convergence,
@@ -462,8 +478,12 @@ def check_invariants(journal: Journal, since: datetime, timeout: float) -> tuple
 
     started = time.monotonic()
     while True:
-        listings = node_listings()
-        violations = check_convergence(listings, grace=timedelta(0))
+        try:
+            listings = node_listings()
+            violations = check_convergence(listings, grace=grace)
+        except OperationalError as exc:  # the database is restarting, or full
+            connections.close_all()
+            violations = [Violation("convergence", "database", str(exc).splitlines()[0])]
         if not violations or time.monotonic() - started > timeout:
             break
         time.sleep(1.0)
@@ -566,10 +586,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--editors", type=int, default=10)
     parser.add_argument("--ai-users", type=int, default=5)
     parser.add_argument("--churn-users", type=int, default=2)
-    parser.add_argument("--ramp", type=float, default=5.0, help="logins spread over this many s")
+    parser.add_argument("--ramp", type=float, default=20.0, help="logins spread over this many s")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--nodes", type=int, default=2)
-    parser.add_argument("--private-services", action="store_true")
+    parser.add_argument(
+        "--machine-services",
+        action="store_true",
+        help="use the machine's PostgreSQL and Redis instead of private ones (the load may "
+        "take every connection of a shared server)",
+    )
+    parser.add_argument(
+        "--db-conn-max-age", type=int, help="DB_CONN_MAX_AGE of the shape (default: settings')"
+    )
+    parser.add_argument("--logs", type=Path, help="keep the shape's logs in this directory")
     args = parser.parse_args(argv)
     active = max(args.consoles, args.editors, args.ai_users)
     if args.users < 1 or args.duration <= 0 or args.duration > 3600:
@@ -587,7 +616,13 @@ def main() -> None:
     provider.default_reply = TextReply(
         ["Hello", " from", " the", " fake", " model."], first_token_delay=0.05
     )
-    shape = Shape(workers=args.workers, nodes=args.nodes, private_services=args.private_services)
+    shape = Shape(
+        workers=args.workers,
+        nodes=args.nodes,
+        private_services=not args.machine_services,
+        db_conn_max_age=args.db_conn_max_age,
+        keep_logs=args.logs,
+    )
     try:
         with shape:
             setup_django(shape)
@@ -611,7 +646,9 @@ def run(shape: Shape, args: argparse.Namespace, provider: Any) -> None:
     print(
         f"load: {args.users} users ({args.consoles} consoles, {args.editors} editors, "
         f"{args.ai_users} AI, {args.churn_users} churn), {args.duration:.0f} s; "
-        f"{args.workers} web workers, {args.nodes} shell-hypervisor nodes; "
+        f"{args.workers} web workers, {args.nodes} shell-hypervisor nodes, "
+        f"{'machine' if args.machine_services else 'private'} PostgreSQL and Redis, "
+        f"DB_CONN_MAX_AGE {'default' if args.db_conn_max_age is None else args.db_conn_max_age}; "
         f"{len(containers)} containers running after {took:.1f} s"
     )
     print(f"machine: {machine()}")

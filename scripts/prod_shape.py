@@ -125,7 +125,8 @@ class Shape:
     port: int = 0
     private_services: bool = False
     reconcile_interval: float = 2.0
-    pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    db_conn_max_age: int | None = None  # DB_CONN_MAX_AGE for the web tier (settings' default)
+    keep_logs: Path | None = None  # copy the logs here on stop
     redis_url: str = "redis://127.0.0.1:6379/13"
     state_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pq-shape-")))
     web: subprocess.Popen[bytes] | None = None
@@ -162,6 +163,11 @@ class Shape:
             "DB_PASSWORD": "",
             "DB_HOST": "127.0.0.1",
             "DB_PORT": str(self.pg_port),
+            **(
+                {}
+                if self.db_conn_max_age is None
+                else {"DB_CONN_MAX_AGE": str(self.db_conn_max_age)}
+            ),
             "REDIS_URL": self.redis_url,
             "REDIS_PREFIX": self.prefix,
             # As behind the production reverse proxy: each simulated user has an address of its
@@ -237,6 +243,8 @@ class Shape:
         else:
             with contextlib.suppress(Exception):
                 self._delete_redis_keys()
+        if self.keep_logs is not None:
+            shutil.copytree(self.state_dir / "logs", self.keep_logs, dirs_exist_ok=True)
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def __enter__(self) -> Shape:
@@ -385,7 +393,7 @@ class Shape:
         assert self.pg_data is not None  # noqa: S101
         options = (
             f"-p {self.pg_port} -k {self.pg_data} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c max_connections=200"
+            "-c fsync=off -c max_connections=300"
         )
         result = self._as_postgres(
             "pg_ctl", "-D", str(self.pg_data), "-o", options,
