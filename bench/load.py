@@ -598,6 +598,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--db-conn-max-age", type=int, help="DB_CONN_MAX_AGE of the shape (default: settings')"
     )
+    parser.add_argument(
+        "--keep-alive", type=int, help="Gunicorn --keep-alive seconds (default: Gunicorn's, 2)"
+    )
     parser.add_argument("--logs", type=Path, help="keep the shape's logs in this directory")
     args = parser.parse_args(argv)
     active = max(args.consoles, args.editors, args.ai_users)
@@ -622,6 +625,7 @@ def main() -> None:
         private_services=not args.machine_services,
         db_conn_max_age=args.db_conn_max_age,
         keep_logs=args.logs,
+        keep_alive=args.keep_alive,
     )
     try:
         with shape:
@@ -648,7 +652,8 @@ def run(shape: Shape, args: argparse.Namespace, provider: Any) -> None:
         f"{args.ai_users} AI, {args.churn_users} churn), {args.duration:.0f} s; "
         f"{args.workers} web workers, {args.nodes} shell-hypervisor nodes, "
         f"{'machine' if args.machine_services else 'private'} PostgreSQL and Redis, "
-        f"DB_CONN_MAX_AGE {'default' if args.db_conn_max_age is None else args.db_conn_max_age}; "
+        f"DB_CONN_MAX_AGE {'default' if args.db_conn_max_age is None else args.db_conn_max_age}, "
+        f"keep-alive {'default' if args.keep_alive is None else args.keep_alive}; "
         f"{len(containers)} containers running after {took:.1f} s"
     )
     print(f"machine: {machine()}")

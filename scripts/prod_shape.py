@@ -127,6 +127,7 @@ class Shape:
     reconcile_interval: float = 2.0
     db_conn_max_age: int | None = None  # DB_CONN_MAX_AGE for the web tier (settings' default)
     keep_logs: Path | None = None  # copy the logs here on stop
+    keep_alive: int | None = None  # Gunicorn --keep-alive (entrypoint.sh leaves its default, 2 s)
     redis_url: str = "redis://127.0.0.1:6379/13"
     state_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pq-shape-")))
     web: subprocess.Popen[bytes] | None = None
@@ -269,6 +270,7 @@ class Shape:
                 "--bind", f"127.0.0.1:{self.port}",
                 "--timeout", "60", "--graceful-timeout", "30",
                 "--error-logfile", "-",
+                *([] if self.keep_alive is None else ["--keep-alive", str(self.keep_alive)]),
             ],
             log,
         )  # fmt: skip
