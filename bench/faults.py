@@ -251,6 +251,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    # A TERM (a timeout, a CI cancel) unwinds like Ctrl-C: the shape is stopped, nothing leaks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     from tests.ai.fake_provider import FakeProvider, TextReply
 
     provider = FakeProvider().start()

@@ -34,6 +34,7 @@ import os
 import platform
 import random
 import re
+import signal
 import sys
 import time
 from collections import Counter, defaultdict
@@ -613,6 +614,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    # A TERM (a timeout, a CI cancel) unwinds like Ctrl-C: the shape is stopped, nothing leaks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     from tests.ai.fake_provider import FakeProvider, TextReply
 
     provider = FakeProvider().start()
