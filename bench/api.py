@@ -66,6 +66,10 @@ def configure(db_path: str) -> None:
     settings.DATABASES["default"]["TEST"] = {"NAME": db_path}
     settings.ROOT_URLCONF = "bench.api"
     settings.DEBUG = False
+    if os.environ.get("BENCH_API_SYNC_MIDDLEWARE"):
+        from pequeroku.sync_middleware import sync_chain
+
+        settings.MIDDLEWARE = sync_chain(settings.MIDDLEWARE)
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"anon": "1000000/s", "user": "1000000/s", "login": "100/s"},
@@ -222,9 +226,13 @@ def profile(requests: int, db_path: str) -> None:
     import pstats
 
     configure(db_path)
+    import importlib
+
     from django.core.wsgi import get_wsgi_application
 
-    from pequeroku.asgi import application as asgi_app
+    import pequeroku.asgi
+
+    asgi_app = importlib.reload(pequeroku.asgi).application  # built with the current settings
 
     wsgi_app = get_wsgi_application()
     environ = {
@@ -305,6 +313,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--sync-middleware",
+        action="store_true",
+        help="also serve ASGI with Django's middleware sync-only (pequeroku.sync_middleware)",
+    )
     args = parser.parse_args()
 
     results: dict[str, dict[str, object]] = {}
@@ -312,19 +325,29 @@ def main() -> None:
         db_path = str(Path(tmp) / "bench.sqlite3")
         seed(db_path, args.containers)
         env = {**os.environ, "BENCH_API_DB": db_path, "PYTHONPATH": str(REPO)}
-        for kind in SERVERS:
+        kinds = [*SERVERS, *(["ASGI+sync-mw"] if args.sync_middleware else [])]
+        for kind in kinds:
             results[kind] = serve_and_measure(kind, args, env)
         if args.profile:
             profile(args.profile, db_path)
+            if args.sync_middleware:
+                os.environ["BENCH_API_SYNC_MIDDLEWARE"] = "1"
+                print("\n-- with pequeroku.sync_middleware (a fresh process would be cleaner):")
+                from django.conf import settings
 
-    print(f"\n{'server':<6} {'endpoint':<38} {'requests/s':>11} {'CPU ms/request':>15}")
+                from pequeroku.sync_middleware import sync_chain
+
+                settings.MIDDLEWARE = sync_chain(settings.MIDDLEWARE)
+                profile(args.profile, db_path)
+
+    print(f"\n{'server':<13} {'endpoint':<38} {'requests/s':>11} {'CPU ms/request':>15}")
     for kind, result in results.items():
         rows = (
             (f"GET /api/containers/ ({result['listed']})", result["api"]),
             ("GET trivial Django JSON view", result["trivial"]),
         )
         for label, (rps, cpu) in rows:  # type: ignore[misc]
-            print(f"{kind:<6} {label:<38} {rps:>11.1f} {cpu:>15.2f}")
+            print(f"{kind:<13} {label:<38} {rps:>11.1f} {cpu:>15.2f}")
     asgi_api, _ = results["ASGI"]["api"]  # type: ignore[misc]
     asgi_trivial, asgi_trivial_cpu = results["ASGI"]["trivial"]  # type: ignore[misc]
     wsgi_trivial, wsgi_trivial_cpu = results["WSGI"]["trivial"]  # type: ignore[misc]
@@ -339,6 +362,13 @@ def main() -> None:
         f"({'meets' if rps_ratio >= 0.5 else 'MISSES'} >= 0.5)"
     )
     print(f"ASGI /api/containers/ / ASGI trivial req/s: {asgi_api / asgi_trivial:.2f}")
+    if "ASGI+sync-mw" in results:
+        sync_api, _ = results["ASGI+sync-mw"]["api"]  # type: ignore[misc]
+        _, sync_cpu = results["ASGI+sync-mw"]["trivial"]  # type: ignore[misc]
+        print(
+            f"with sync-only middleware: trivial CPU / WSGI {sync_cpu / wsgi_trivial_cpu:.2f}, "
+            f"/api/containers/ req/s / WSGI trivial {sync_api / wsgi_trivial:.2f}"
+        )
 
 
 if __name__ == "__main__":
