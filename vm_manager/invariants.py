@@ -58,8 +58,10 @@ def node_listings(nodes: Iterable[Node] | None = None) -> dict[int, list[VMStatu
 def check_placement(listings: Listings) -> list[Violation]:
     """No container lost or duplicated on any node, and no VM left without its container.
 
-    Lost: a live container placed on a node, whose VM was made (status running or stopped),
-    missing from that node's listing. Duplicated: one VM id listed twice, or on a node other
+    Lost: a live container whose row says its VM runs (status running: its node reported it
+    running at the last pass) missing from its node's listing. A stopped container may never
+    have had a VM (stopped before the reconciler made one), so its absence proves nothing.
+    Duplicated: one VM id listed twice, or on a node other
     than its container's. Orphan: a ``pq-`` VM whose container row is gone. Nodes that did not
     answer are skipped (nothing can be said about them).
     """
@@ -91,8 +93,7 @@ def check_placement(listings: Listings) -> list[Violation]:
                 )
             )
         placed_answered = node_id is not None and listings.get(node_id) is not None
-        made = status in (S.RUNNING, S.STOPPED)
-        if placed_answered and made and deleted_at is None and node_id not in nodes:
+        if placed_answered and status == S.RUNNING and deleted_at is None and node_id not in nodes:
             violations.append(
                 Violation(
                     "placement",
