@@ -61,9 +61,9 @@ def check_placement(listings: Listings) -> list[Violation]:
     Lost: a live container whose row says its VM runs (status running: its node reported it
     running at the last pass) missing from its node's listing. A stopped container may never
     have had a VM (stopped before the reconciler made one), so its absence proves nothing.
-    Duplicated: one VM id listed twice, or on a node other
-    than its container's. Orphan: a ``pq-`` VM whose container row is gone. Nodes that did not
-    answer are skipped (nothing can be said about them).
+    Duplicated: one VM id listed twice, or on a node other than its container's. Orphan: a
+    ``pq-`` VM whose container row is gone. Nodes that did not answer are skipped (nothing can
+    be said about them).
     """
     violations: list[Violation] = []
     where: dict[str, list[int]] = defaultdict(list)
