@@ -61,7 +61,7 @@ GRACE = timedelta(seconds=10)
 # A reconcile pass killed mid-way leaves its claims until they expire (reconciler.CLAIM_SECONDS).
 CONVERGE_TIMEOUT = {"reconciler": 400.0}
 DEFAULT_CONVERGE_TIMEOUT = 120.0
-BURST = 5
+BURST = 40  # enough creates that a pass is still acting when it is killed
 
 
 @dataclass
@@ -127,12 +127,17 @@ def _kill_reconciler_mid_pass(shape: Shape) -> str:
         if Container.objects.filter(pk__in=created).exclude(claim_token="").exists():
             break
         time.sleep(0.02)
-    claimed = Container.objects.filter(pk__in=created).exclude(claim_token="").count()
     pid = shape.reconciler.pid
     shape.reconciler.kill()
     shape.reconciler.wait(timeout=10)
+    burst = Container.objects.filter(pk__in=created)
+    claimed = burst.exclude(claim_token="").count()
+    running = burst.filter(status=Container.Status.RUNNING).count()
     shape.start_reconciler()
-    return f"kill -9 reconciler {pid} with {claimed}/{BURST} new containers claimed, restarted"
+    return (
+        f"kill -9 reconciler {pid} mid-pass: of {BURST} new containers {running} running, "
+        f"{claimed} left claimed; restarted"
+    )
 
 
 async def probe(client: Client, since: float) -> float | None:

@@ -492,10 +492,12 @@ def check_invariants(
     violations += check_placement(listings)
     violations += check_credits()
     violations += check_ai_uses(journal.ai, since)
-    writes = [EditorWrite(**entry) for entry in journal.writes]
+    # Files first, journal second: traffic may still run (bench/faults.py), and every write
+    # that reached a file before it was read is then in the journal (entries are added before
+    # the write is sent), as the last acked one or a later one.
     current: dict[tuple[int, str], bytes | None] = {}
     live = {c.pk: c for c in Container.objects.select_related("node").filter(deleted_at=None)}
-    for key in {(w.container_id, w.path) for w in writes}:
+    for key in {(entry["container_id"], entry["path"]) for entry in list(journal.writes)}:
         container = live.get(key[0])
         if container is None or container.node is None:
             continue
@@ -504,6 +506,7 @@ def check_invariants(
             current[key] = async_to_sync(driver.read_file)(container.vm_id, key[1])
         except NodeError:
             current[key] = None
+    writes = [EditorWrite(**entry) for entry in list(journal.writes)]
     violations += check_acked_writes(writes, current)
     return converged, violations
 
