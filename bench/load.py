@@ -485,16 +485,19 @@ def check_invariants(
         except OperationalError as exc:  # the database is restarting, or full
             connections.close_all()
             violations = [Violation("convergence", "database", str(exc).splitlines()[0])]
-        if not violations or time.monotonic() - started > timeout:
+        settled = time.monotonic() - started >= grace.total_seconds()
+        if (not violations and settled) or time.monotonic() - started > timeout:
             break
         time.sleep(1.0)
     converged = time.monotonic() - started
     violations += check_placement(listings)
     violations += check_credits()
     violations += check_ai_uses(journal.ai, since)
-    # Files first, journal second: traffic may still run (bench/faults.py), and every write
-    # that reached a file before it was read is then in the journal (entries are added before
-    # the write is sent), as the last acked one or a later one.
+    # Traffic may still run (bench/faults.py). Acks are taken from before the files are read
+    # (a write acked meanwhile may have landed after its file was read), the writes from after
+    # (every write that reached a file before it was read is then in the journal: entries are
+    # added before the write is sent).
+    acked_before = [bool(entry["acked"]) for entry in list(journal.writes)]
     current: dict[tuple[int, str], bytes | None] = {}
     live = {c.pk: c for c in Container.objects.select_related("node").filter(deleted_at=None)}
     for key in {(entry["container_id"], entry["path"]) for entry in list(journal.writes)}:
@@ -506,7 +509,10 @@ def check_invariants(
             current[key] = async_to_sync(driver.read_file)(container.vm_id, key[1])
         except NodeError:
             current[key] = None
-    writes = [EditorWrite(**entry) for entry in list(journal.writes)]
+    writes = [
+        EditorWrite(**{**entry, "acked": i < len(acked_before) and acked_before[i]})
+        for i, entry in enumerate(list(journal.writes))
+    ]
     violations += check_acked_writes(writes, current)
     return converged, violations
 
