@@ -66,15 +66,16 @@ def configure(db_path: str) -> None:
     settings.DATABASES["default"]["TEST"] = {"NAME": db_path}
     settings.ROOT_URLCONF = "bench.api"
     settings.DEBUG = False
-    if os.environ.get("BENCH_API_SYNC_MIDDLEWARE"):
-        from pequeroku.sync_middleware import sync_chain
 
-        settings.MIDDLEWARE = sync_chain(settings.MIDDLEWARE)
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"anon": "1000000/s", "user": "1000000/s", "login": "100/s"},
     }
     django.setup()
+    if os.environ.get("BENCH_API_SYNC_MIDDLEWARE"):  # before any handler loads middleware
+        from pequeroku.sync_middleware import sync_chain
+
+        settings.MIDDLEWARE = sync_chain(settings.MIDDLEWARE)
 
 
 def make_application() -> object:
@@ -201,7 +202,10 @@ SERVERS = {
 def serve_and_measure(
     kind: str, args: argparse.Namespace, env: dict[str, str]
 ) -> dict[str, object]:
-    server = subprocess.Popen(SERVERS[kind](args.port), cwd=REPO, env=env)
+    if kind.endswith("+sync-mw"):
+        env = {**env, "BENCH_API_SYNC_MIDDLEWARE": "1"}
+    command = SERVERS[kind.removesuffix("+sync-mw")](args.port)
+    server = subprocess.Popen(command, cwd=REPO, env=env)
     try:
         time.sleep(0.5)
         # gunicorn serves from its worker, a child of the master: measure the worker's CPU.
