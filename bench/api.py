@@ -1,15 +1,27 @@
-"""Requests per second of GET /api/containers/ against a trivial Django JSON view, same run.
+"""Requests per second of GET /api/containers/ against a trivial Django JSON view, same run,
+under our ASGI stack and under WSGI.
 
     .venv/bin/python bench/api.py [--containers 50] [--seconds 5] [--concurrency 16]
-                                  [--rounds 3] [--port 8765]
+                                  [--rounds 3] [--port 8765] [--profile 2000]
 
-Starts uvicorn (one worker, loopback) on a throwaway SQLite database holding one user with
-``--containers`` containers, logs in with the session cookie as the frontend does, then
-alternates the two endpoints for ``--rounds`` rounds of ``--seconds`` each with
-``--concurrency`` keep-alive connections, and prints the best requests/s of each and their
-ratio (target >= 0.5), with the server process's CPU time per request of each (a figure that
-depends less on what else the machine runs). Throttling stays on, with rates high enough
+On a throwaway SQLite database holding one user with ``--containers`` containers, one server
+at a time (loopback, one worker process each):
+
+- ASGI: uvicorn serving ``pequeroku.asgi.application`` (our stack: the body-size limit, the
+  protocol router, Django's ASGI handler);
+- WSGI: gunicorn, one sync worker, serving Django's WSGI handler (the same settings,
+  middleware and URLconf).
+
+For each it logs in with the session cookie as the frontend does, then alternates the two
+endpoints for ``--rounds`` rounds of ``--seconds`` each with ``--concurrency`` connections, and
+keeps the best requests/s of each with the server process's CPU time per request (a figure
+that depends less on what else the machine runs). It prints both tables and the issue's two
+targets: ASGI trivial CPU per request within 1.5x of WSGI's, and ASGI ``/api/containers/``
+requests/s at least 0.5x the WSGI trivial view's. Throttling stays on, with rates high enough
 never to refuse.
+
+``--profile N`` also runs N trivial requests in this process through each handler (no network)
+under cProfile and prints where the time goes.
 
 The trivial view is plain Django (``JsonResponse({"ok": True})``) behind the same middleware,
 served from this module's URLconf next to the project's URLs.
@@ -54,19 +66,32 @@ def configure(db_path: str) -> None:
     settings.DATABASES["default"]["TEST"] = {"NAME": db_path}
     settings.ROOT_URLCONF = "bench.api"
     settings.DEBUG = False
+
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"anon": "1000000/s", "user": "1000000/s", "login": "100/s"},
     }
     django.setup()
+    if os.environ.get("BENCH_API_SYNC_MIDDLEWARE"):  # before any handler loads middleware
+        from pequeroku.sync_middleware import sync_chain
+
+        settings.MIDDLEWARE = sync_chain(settings.MIDDLEWARE)
 
 
 def make_application() -> object:
-    """uvicorn --factory entry point (the server process)."""
+    """uvicorn --factory entry point (the server process): our ASGI stack."""
     configure(os.environ["BENCH_API_DB"])
-    from django.core.asgi import get_asgi_application
+    from pequeroku.asgi import application
 
-    return get_asgi_application()
+    return application
+
+
+def make_wsgi_application() -> object:
+    """gunicorn entry point (``bench.api:make_wsgi_application()``): Django's WSGI handler."""
+    configure(os.environ["BENCH_API_DB"])
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
 
 
 def seed(db_path: str, containers: int) -> None:
@@ -160,6 +185,130 @@ async def measure(args: argparse.Namespace, pid: int) -> dict[str, object]:
     return {"listed": listed, "api": best["/api/containers/"], "trivial": best["/bench/trivial/"]}
 
 
+SERVERS = {
+    "ASGI": lambda port: [
+        sys.executable, "-m", "uvicorn", "--factory", "bench.api:make_application",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
+        "--log-level", "warning",
+    ],
+    "WSGI": lambda port: [
+        sys.executable, "-m", "gunicorn", "bench.api:make_wsgi_application()",
+        "--worker-class", "sync", "--workers", "1", "--bind", f"127.0.0.1:{port}",
+        "--log-level", "warning",
+    ],
+}  # fmt: skip
+
+
+def serve_and_measure(
+    kind: str, args: argparse.Namespace, env: dict[str, str]
+) -> dict[str, object]:
+    if kind.endswith("+sync-mw"):
+        env = {**env, "BENCH_API_SYNC_MIDDLEWARE": "1"}
+    command = SERVERS[kind.removesuffix("+sync-mw")](args.port)
+    server = subprocess.Popen(command, cwd=REPO, env=env)
+    try:
+        time.sleep(0.5)
+        # gunicorn serves from its worker, a child of the master: measure the worker's CPU.
+        pid = server.pid
+        if kind == "WSGI":
+            for _ in range(100):
+                workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                if workers:
+                    pid = int(workers[0])
+                    break
+                time.sleep(0.1)
+        return asyncio.run(measure(args, pid))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def profile(requests: int, db_path: str) -> None:
+    """cProfile of ``requests`` trivial requests through each handler, in this process."""
+    import cProfile
+    import io
+    import pstats
+
+    configure(db_path)
+    import importlib
+
+    from django.core.wsgi import get_wsgi_application
+
+    import pequeroku.asgi
+
+    asgi_app = importlib.reload(pequeroku.asgi).application  # built with the current settings
+
+    wsgi_app = get_wsgi_application()
+    environ = {
+        "REQUEST_METHOD": "GET", "PATH_INFO": "/bench/trivial/", "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1", "wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http",
+    }  # fmt: skip
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/bench/trivial/", "raw_path": b"/bench/trivial/",
+        "query_string": b"", "root_path": "", "headers": [(b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+
+    def wsgi_once() -> None:
+        body = wsgi_app(dict(environ), lambda status, headers: None)
+        b"".join(body)
+
+    async def asgi_once() -> None:
+        sent = False
+
+        async def receive() -> dict[str, object]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # no disconnect: Django cancels this once it answered
+            raise AssertionError
+
+        async def send(message: dict[str, object]) -> None:
+            pass
+
+        await asgi_app(dict(scope), receive, send)
+
+    async def asgi_many(count: int) -> None:
+        for _ in range(count):
+            await asgi_once()
+
+    for label, run in (
+        ("WSGI", lambda n: [wsgi_once() for _ in range(n)]),
+        ("ASGI", lambda n: asyncio.run(asgi_many(n))),
+    ):
+        run(50)  # warm-up
+        cpu, wall = time.process_time(), time.perf_counter()
+        run(requests)
+        cpu_ms = (time.process_time() - cpu) * 1000 / requests
+        wall_ms = (time.perf_counter() - wall) * 1000 / requests
+        print(f"\n== in-process {label}: {wall_ms:.3f} ms wall, {cpu_ms:.3f} ms CPU per request")
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run(requests)
+        profiler.disable()
+        stats = pstats.Stats(profiler)
+        hops = sum(
+            calls
+            for (filename, _, name), (_, calls, *_) in stats.stats.items()  # type: ignore[attr-defined]
+            if filename.endswith("asgiref/sync.py") and name == "__call__"
+        )
+        threads = sum(
+            calls
+            for (filename, _, name), (_, calls, *_) in stats.stats.items()  # type: ignore[attr-defined]
+            if filename.endswith("threading.py") and name == "start"
+        )
+        print(
+            f"per request: {hops / requests:.1f} asgiref sync/async crossings, "
+            f"{threads / requests:.1f} threads started"
+        )
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+        print("\n".join(line[:150] for line in out.getvalue().splitlines()[4:22]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--containers", type=int, default=50)
@@ -167,48 +316,63 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--profile", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--sync-middleware",
+        action="store_true",
+        help="also serve ASGI with Django's middleware sync-only (pequeroku.sync_middleware)",
+    )
     args = parser.parse_args()
 
+    results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="pequeroku-bench-api-") as tmp:
         db_path = str(Path(tmp) / "bench.sqlite3")
         seed(db_path, args.containers)
         env = {**os.environ, "BENCH_API_DB": db_path, "PYTHONPATH": str(REPO)}
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "bench.api:make_application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(args.port),
-                "--workers",
-                "1",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            cwd=REPO,
-            env=env,
-        )
-        try:
-            result = asyncio.run(measure(args, server.pid))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        kinds = [*SERVERS, *(["ASGI+sync-mw"] if args.sync_middleware else [])]
+        for kind in kinds:
+            results[kind] = serve_and_measure(kind, args, env)
+        if args.profile:
+            profile(args.profile, db_path)
+            if args.sync_middleware:
+                os.environ["BENCH_API_SYNC_MIDDLEWARE"] = "1"
+                print("\n-- with pequeroku.sync_middleware (a fresh process would be cleaner):")
+                from django.conf import settings
 
-    (api, api_cpu), (trivial_rps, trivial_cpu) = result["api"], result["trivial"]  # type: ignore[misc]
+                from pequeroku.sync_middleware import sync_chain
+
+                settings.MIDDLEWARE = sync_chain(settings.MIDDLEWARE)
+                profile(args.profile, db_path)
+
+    print(f"\n{'server':<13} {'endpoint':<38} {'requests/s':>11} {'CPU ms/request':>15}")
+    for kind, result in results.items():
+        rows = (
+            (f"GET /api/containers/ ({result['listed']})", result["api"]),
+            ("GET trivial Django JSON view", result["trivial"]),
+        )
+        for label, (rps, cpu) in rows:  # type: ignore[misc]
+            print(f"{kind:<13} {label:<38} {rps:>11.1f} {cpu:>15.2f}")
+    asgi_api, _ = results["ASGI"]["api"]  # type: ignore[misc]
+    asgi_trivial, asgi_trivial_cpu = results["ASGI"]["trivial"]  # type: ignore[misc]
+    wsgi_trivial, wsgi_trivial_cpu = results["WSGI"]["trivial"]  # type: ignore[misc]
+    cpu_ratio = asgi_trivial_cpu / wsgi_trivial_cpu
+    rps_ratio = asgi_api / wsgi_trivial
     print(
-        f"GET /api/containers/ ({result['listed']} containers): {api:8.1f} requests/s"
-        f"  ({api_cpu:.2f} ms server CPU per request)"
+        f"ASGI trivial CPU / WSGI trivial CPU: {cpu_ratio:.2f} "
+        f"({'meets' if cpu_ratio <= 1.5 else 'MISSES'} <= 1.5)"
     )
     print(
-        f"GET trivial Django JSON view:           {trivial_rps:8.1f} requests/s"
-        f"  ({trivial_cpu:.2f} ms server CPU per request)"
+        f"ASGI /api/containers/ req/s / WSGI trivial req/s: {rps_ratio:.2f} "
+        f"({'meets' if rps_ratio >= 0.5 else 'MISSES'} >= 0.5)"
     )
-    print(f"ratio: {api / trivial_rps:.2f} (target >= 0.5)")
+    print(f"ASGI /api/containers/ / ASGI trivial req/s: {asgi_api / asgi_trivial:.2f}")
+    if "ASGI+sync-mw" in results:
+        sync_api, _ = results["ASGI+sync-mw"]["api"]  # type: ignore[misc]
+        _, sync_cpu = results["ASGI+sync-mw"]["trivial"]  # type: ignore[misc]
+        print(
+            f"with sync-only middleware: trivial CPU / WSGI {sync_cpu / wsgi_trivial_cpu:.2f}, "
+            f"/api/containers/ req/s / WSGI trivial {sync_api / wsgi_trivial:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import uvicorn
 
+from . import shell_hypervisor
 from .app import create_app
 from .config import DEFAULT_IMAGE_DIR, DEFAULT_MAX_ARCHIVE_BYTES, DEFAULT_VM_UID_RANGE, AgentConfig
 from .uids import parse_uid_range
@@ -33,6 +34,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, required=True, help="VM disks, keys, records")
     parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGE_DIR)
     parser.add_argument("--token-file", type=Path, help="file holding the bearer token (0600)")
+    parser.add_argument(
+        "--hypervisor",
+        choices=("qemu", "shell"),
+        default="qemu",
+        help="qemu: real VMs (production); shell: a fake for load runs, no QEMU "
+        "(node_agent.shell_hypervisor)",
+    )
     parser.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
     parser.add_argument(
         "--guest-egress",
@@ -138,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("listening on %s without TLS: use --tls-cert/--tls-key or a private link", host)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config),
+            (shell_hypervisor.create_app if args.hypervisor == "shell" else create_app)(config),
             host=host,
             port=port,
             log_level=args.log_level,
