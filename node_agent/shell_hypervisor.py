@@ -86,6 +86,8 @@ class ShellRecord:
     disk_gib: int
     image: str
     running: bool = False
+    suspended: bool = False
+    last_boot: str = ""
     created_at: float = field(default_factory=time.time)
 
     def save(self, path: Path) -> None:
@@ -114,6 +116,8 @@ class ShellVM:
             "disk_gib": self.record.disk_gib,
             "ssh_ready": running,
             "detail": "",
+            "suspended": self.record.suspended,
+            "last_boot": self.record.last_boot,
         }
 
     def host_path(self, path: str) -> Path:
@@ -220,7 +224,9 @@ class ShellVMManager:
     async def start(self, vm_id: str) -> dict[str, object]:
         vm = self.get(vm_id)
         async with vm.lock:
-            vm.record.running = True
+            if not vm.record.running:
+                vm.record.last_boot = "restored" if vm.record.suspended else "cold"
+            vm.record.running, vm.record.suspended = True, False
             vm.save()
             return vm.status()
 
@@ -228,7 +234,18 @@ class ShellVMManager:
         vm = self.get(vm_id)
         async with vm.lock:
             await vm.kill_processes()
-            vm.record.running = False
+            vm.record.running = vm.record.suspended = False
+            vm.save()
+            return vm.status()
+
+    async def suspend(self, vm_id: str) -> dict[str, object]:
+        """Like QEMU's suspend, the files stay and the next start says "restored"; the shells,
+        which a record cannot freeze, end as in a stop."""
+        vm = self.get(vm_id)
+        async with vm.lock:
+            await vm.kill_processes()
+            if vm.record.running:
+                vm.record.running, vm.record.suspended = False, True
             vm.save()
             return vm.status()
 
@@ -524,6 +541,10 @@ def _add_vm_routes(app: FastAPI, manager: ShellVMManager) -> None:
     @app.post("/vms/{vm_id}/stop", response_model=VMStatusOut)
     async def vm_stop(vm_id: str, timeout: float = Query(30.0, ge=0, le=600)) -> dict[str, object]:
         return await manager.stop(vm_id)
+
+    @app.post("/vms/{vm_id}/suspend", response_model=VMStatusOut)
+    async def vm_suspend(vm_id: str) -> dict[str, object]:
+        return await manager.suspend(vm_id)
 
     @app.get("/vms/{vm_id}/stats", response_model=VMStatsOut)
     async def vm_stats(vm_id: str) -> dict[str, object]:

@@ -73,6 +73,23 @@ async def test_a_vm_is_created_started_listed_stopped_and_deleted(
         await driver.vm_status("vm1")
 
 
+async def test_a_suspended_vm_keeps_its_files_and_starts_as_restored(
+    running_vm: HttpNodeDriver,
+) -> None:
+    await running_vm.write_file("vm1", "/app/kept.txt", b"kept")
+
+    suspended = await running_vm.vm_suspend("vm1")
+    resumed = await running_vm.vm_start("vm1")
+
+    assert (suspended["state"], suspended["suspended"]) == ("stopped", True)
+    assert (resumed["state"], resumed["suspended"], resumed["last_boot"]) == (
+        "running",
+        False,
+        "restored",
+    )
+    assert await running_vm.read_file("vm1", "/app/kept.txt") == b"kept"
+
+
 async def test_health_says_it_is_the_fake(shell_agent: AgentProcess) -> None:
     health = await shell_agent.driver().health()
 
