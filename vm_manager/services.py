@@ -8,7 +8,6 @@ Entry points:
 - ``container_update(container, name=, desired_state=)``: both in one transaction.
 - ``container_set_desired_state(container, state)``, ``container_power_on``,
   ``container_power_off``: credit-checked intent changes.
-- ``container_rename(container, name)``.
 - ``container_request_delete(container)``: the reconciler removes VM, disk and row.
 - ``container_record_status(container, status, reason, claim_token=)``: the observed-state
   writer (the reconciler's), transitions from ``vm_manager.states``, compare-and-set.
@@ -181,7 +180,10 @@ def container_update(
     if desired_state is not None:
         container = _apply_desired_state(container, desired_state)
     if name is not None:
-        container = _rename(container, name)
+        container = Container.objects.select_for_update().get(pk=container.pk)
+        container.name = name.strip()
+        container.assign_default_name()  # a blank name gets a fresh friendly one
+        container.save(update_fields=["name", "updated_at"])
     if desired_state is not None:
         reconcile_request([container.pk])
     return container
@@ -193,20 +195,6 @@ def container_power_on(container: Container) -> Container:
 
 def container_power_off(container: Container) -> Container:
     return container_set_desired_state(container, Container.DesiredState.STOPPED)
-
-
-def _rename(container: Container, name: str) -> Container:
-    container = Container.objects.select_for_update().get(pk=container.pk)
-    container.name = name.strip()
-    container.assign_default_name()
-    container.save(update_fields=["name", "updated_at"])
-    return container
-
-
-@transaction.atomic
-def container_rename(container: Container, name: str) -> Container:
-    """A blank name gets a fresh friendly one, as at creation."""
-    return _rename(container, name)
 
 
 @transaction.atomic
