@@ -263,6 +263,10 @@ MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 32 * 1024 * 1024)
 # Every other request body (API JSON, admin forms, login): larger ones are refused with 413
 # before Django reads them (pequeroku.body_limit, under ASGI).
 MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
+# Open sockets (console, editor and AI together) and terminal sessions per user, per worker
+# process; beyond them a socket gets an error event and closes 4429 (docs/sockets.md).
+SOCKETS_MAX_PER_USER = env_int("SOCKETS_MAX_PER_USER", 24)
+TERMINALS_MAX_PER_USER = env_int("TERMINALS_MAX_PER_USER", 16)
 # exec_command: seconds a command may run before it is killed.
 EXEC_TIMEOUT_SECONDS = env_int("EXEC_TIMEOUT_SECONDS", 30)
 

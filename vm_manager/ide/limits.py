@@ -21,8 +21,6 @@ from django.conf import settings
 from pequeroku.errors import DomainError
 
 CLOSE_TOO_MANY = 4429
-DEFAULT_MAX_SOCKETS = 24
-DEFAULT_MAX_TERMINALS = 16
 
 
 class TooManySockets(DomainError):
@@ -40,11 +38,11 @@ class TooManyTerminals(DomainError):
 
 
 def max_sockets() -> int:
-    return int(getattr(settings, "SOCKETS_MAX_PER_USER", DEFAULT_MAX_SOCKETS))
+    return int(settings.SOCKETS_MAX_PER_USER)
 
 
 def max_terminals() -> int:
-    return int(getattr(settings, "TERMINALS_MAX_PER_USER", DEFAULT_MAX_TERMINALS))
+    return int(settings.TERMINALS_MAX_PER_USER)
 
 
 class Slots:
