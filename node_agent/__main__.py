@@ -54,6 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_MAX_ARCHIVE_BYTES // 2**20,
         help="largest workspace a zip or tar.gz download may hold",
     )
+    parser.add_argument(
+        "--golden-snapshots",
+        choices=("on", "off"),
+        default="on",
+        help="on: the first create of an image and VM shape builds a snapshot (one background "
+        "boot); later creates restore it instead of booting",
+    )
     parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info").lower())
@@ -120,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         guest_egress=args.guest_egress,
         vm_uid_range=args.vm_uid_range,
         max_archive_bytes=args.max_archive_mb * 2**20,
+        golden_snapshots=args.golden_snapshots == "on",
         listen=((host, port),),
     )
     tls = {}

@@ -153,6 +153,10 @@ def _add_vm_routes(app: FastAPI, manager: VMManager) -> None:
     async def vm_stop(vm_id: str, timeout: float = Query(30.0, ge=0, le=600)) -> dict[str, object]:
         return await manager.stop(vm_id, timeout)
 
+    @app.post("/vms/{vm_id}/suspend", response_model=VMStatusOut)
+    async def vm_suspend(vm_id: str) -> dict[str, object]:
+        return await manager.suspend(vm_id)
+
     @app.get("/vms/{vm_id}/stats", response_model=VMStatsOut)
     async def vm_stats(vm_id: str) -> dict[str, object]:
         return await manager.stats(vm_id)

@@ -31,6 +31,7 @@ class AgentConfig:
     vm_uid_range: tuple[int, int] = DEFAULT_VM_UID_RANGE
     uid_claims_dir: Path = DEFAULT_UID_CLAIMS_DIR
     max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES
+    golden_snapshots: bool = False  # the command line turns it on by default
     nft: str = "nft"
     # Where the API listens, so the start-up self-test can check guests cannot reach it.
     listen: tuple[tuple[str, int], ...] = ()

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import shlex
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -29,6 +31,7 @@ from .errors import (
     PathNotAllowedError,
     SSHNotReadyError,
 )
+from .identity import public_line
 
 log = logging.getLogger("node_agent.guest")
 
@@ -72,6 +75,8 @@ class GuestConnection:
         self._port, self._key, self._host_key = port, key, host_key
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
+        self.clock_sync_pending = False  # set after a restore: the guest's clock stood still
+        self.adoption: Adoption | None = None  # set while the guest holds a template identity
 
     def ready(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
@@ -88,13 +93,16 @@ class GuestConnection:
         port = self._port()
         if port is None:
             raise SSHNotReadyError(f"VM {self.vm_id} has no SSH forward")
+        adoption = self.adoption
+        host_key = adoption.host_key if adoption else self._host_key
+        expected = adoption.instance_id if adoption else self.instance_id
         try:
             conn = await asyncssh.connect(
                 "127.0.0.1",
                 port,
                 username="root",
                 client_keys=[self._key],
-                known_hosts=([self._host_key], [], []),
+                known_hosts=([host_key], [], []),
                 agent_path=None,
                 connect_timeout=CONNECT_TIMEOUT,
                 keepalive_interval=15,
@@ -111,24 +119,65 @@ class GuestConnection:
             ) from None
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             raise SSHNotReadyError(f"SSH to VM {self.vm_id} failed: {type(exc).__name__}") from None
+        if adoption is not None:
+            try:
+                await self._adopt(conn, adoption)
+            except BaseException:
+                conn.close()
+                raise
+            self.clock_sync_pending = False
+            return conn
         try:
-            seen = await self._read_instance_id(conn)
+            seen = await self._read_instance_id(conn, self._pending_clock_command())
         except BaseException:
             conn.close()
             raise
-        if seen != self.instance_id:
+        if seen != expected:
             conn.close()
             log.warning(
                 "VM %s: guest on port %s is not this VM (identity mismatch)", self.vm_id, port
             )
             raise IdentityMismatchError(f"the guest answering for VM {self.vm_id} is another VM")
+        self.clock_sync_pending = False
         return conn
 
+    async def _adopt(self, conn: asyncssh.SSHClientConnection, adoption: Adoption) -> None:
+        """Give a guest restored from a golden snapshot this VM's identity (``ADOPT_SCRIPT``).
+
+        The connection stays: it reached the template guest (its pinned host key, and the
+        script checks its instance id first) on this VM's own forward, which only this VM's
+        QEMU serves, and from now on that guest is this VM. One round trip in all.
+        """
+        machine_id, boot_id = secrets.token_hex(16), str(uuid.uuid4())
+        command = " ".join(
+            ["bash", "-c", shlex.quote(ADOPT_SCRIPT), "_", adoption.instance_id,
+             shlex.quote(public_line(self._host_key)), machine_id, boot_id,
+             f"{time.time():.3f}", secrets.token_hex(64)]
+        )  # fmt: skip
+        result = await run(conn, command, timeout=CONNECT_TIMEOUT)
+        if result.exit_code == 97:
+            raise IdentityMismatchError(f"the guest answering for VM {self.vm_id} is another VM")
+        if result.exit_code != 0:
+            detail = result.stderr.decode(errors="replace").strip()[-200:]
+            raise SSHNotReadyError(f"VM {self.vm_id}: taking its identity failed: {detail}")
+        if result.stdout.decode(errors="replace").strip() != self.instance_id:
+            raise IdentityMismatchError(f"VM {self.vm_id} did not take its instance id")
+        self.adoption = None
+        adoption.done()
+        log.info("VM %s: identity given after restore from a golden snapshot", self.vm_id)
+
+    def _pending_clock_command(self) -> str:
+        """After a restore the guest's wall clock reads the time of the suspend: the first
+        command on the new connection sets it (one round trip with the identity check)."""
+        if not self.clock_sync_pending:
+            return ""
+        return f"; date -u -s @{time.time():.3f} >/dev/null 2>&1 || true"
+
     @staticmethod
-    async def _read_instance_id(conn: asyncssh.SSHClientConnection) -> str:
+    async def _read_instance_id(conn: asyncssh.SSHClientConnection, then: str = "") -> str:
         try:
             result = await asyncio.wait_for(
-                conn.run(f"cat {INSTANCE_ID_PATH}", check=False, stdin=asyncssh.DEVNULL),
+                conn.run(f"cat {INSTANCE_ID_PATH}{then}", check=False, stdin=asyncssh.DEVNULL),
                 CONNECT_TIMEOUT,
             )
         except (OSError, asyncssh.Error, TimeoutError):
@@ -142,6 +191,44 @@ class GuestConnection:
                 with contextlib.suppress(Exception):
                     await self._conn.wait_closed()
                 self._conn = None
+
+
+@dataclass
+class Adoption:
+    """The template identity a guest restored from a golden snapshot still holds."""
+
+    host_key: asyncssh.SSHKey
+    instance_id: str
+    done: Callable[[], None]
+
+
+# Run once in a guest restored from a golden snapshot: $1 the template's instance id (checked
+# first), $2 this VM's host public key, $3 machine id, $4 boot id, $5 wall clock, $6 random hex
+# for the RNG. The rest comes from this QEMU's fw_cfg (not migrated: the new QEMU's command line
+# carries this VM's instance id and keys). Prints the new instance id. Builtins wherever bash
+# has one: each process costs ~0.1 s under TCG.
+ADOPT_SCRIPT = r"""set -e
+fw=/sys/firmware/qemu_fw_cfg/by_name/opt/pequeroku
+copy() { local line; while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "$line"; done; }
+IFS= read -r seen </run/pequeroku/instance_id || true
+[ "$seen" = "$1" ] || exit 97
+printf '%s' "$6" >/dev/urandom
+date -u -s "@$5" >/dev/null
+umask 077
+copy <"$fw/ssh_host_ed25519_key/raw" >/etc/ssh/ssh_host_ed25519_key
+printf '%s\n' "$2" >/etc/ssh/ssh_host_ed25519_key.pub
+copy <"$fw/authorized_keys/raw" >/root/.ssh/authorized_keys
+umask 022
+printf '%s\n' "$3" >/etc/machine-id
+printf '%s\n' "$4" >/run/pequeroku/boot_id
+mount --bind /run/pequeroku/boot_id /proc/sys/kernel/random/boot_id
+printf 'pequeroku' >/proc/sys/kernel/hostname
+IFS= read -r sshd </run/sshd.pid && kill -HUP "$sshd"
+IFS= read -r id <"$fw/instance_id/raw" || true
+printf '%s' "$id" >/run/pequeroku/instance_id
+setsid resize2fs /dev/vda </dev/null >/dev/null 2>&1 &
+printf '%s\n' "$id"
+"""
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,11 @@ class GuestIdentity:
         host_key = asyncssh.generate_private_key("ssh-ed25519", comment="pequeroku-guest")
         write_private(path, host_key.export_private_key())
         return cls(instance_id, host_key)
+
+    @property
+    def generation_id(self) -> str:
+        """The VM's vmgenid GUID (its instance id as a UUID)."""
+        return str(uuid.UUID(hex=self.instance_id[:32].ljust(32, "0")))
 
     @property
     def host_public_key(self) -> asyncssh.SSHKey:

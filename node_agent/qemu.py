@@ -2,7 +2,8 @@
 
 Entry points: ``BootImage.load``, ``create_overlay``, ``open_launch_fds``, ``qemu_command``,
 ``launch``, ``qemu_alive``, ``read_pid``, ``write_pid``, ``qmp_execute``, ``kill_qemu``,
-``process_stats``, ``probe_accel``, ``PortRegistry``, ``unix_path``.
+``process_stats``, ``probe_accel``, ``PortRegistry``, ``unix_path``, and for suspend/resume
+``save_state``, ``finish_restore``, ``state_key``.
 
 How QEMU runs (the blast radius of a QEMU escape, security review M4/H4):
 - never as root nor as the agent: each VM under a uid of its own (``node_agent.uids``), started
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -126,6 +128,15 @@ class VMFiles:
     def record(self) -> Path:
         return self.root / "vm.json"
 
+    @property
+    def state(self) -> Path:
+        """Memory and device state of a suspended VM; valid only with the overlay beside it."""
+        return self.root / "memory.state"
+
+    @property
+    def state_partial(self) -> Path:
+        return self.root / "memory.state.partial"
+
 
 @contextlib.contextmanager
 def unix_path(path: Path) -> Iterator[str]:
@@ -160,24 +171,31 @@ async def _run(*cmd: str, timeout: float) -> tuple[int, str]:
     return proc.returncode or 0, out.decode(errors="replace")
 
 
-async def create_overlay(base: Path, overlay: Path, disk_gib: int) -> None:
+async def create_overlay(base: Path, overlay: Path, disk_gib: int | None) -> None:
+    """A qcow2 overlay on ``base``, ``disk_gib`` large (None: the base's size)."""
+    size = [] if disk_gib is None else [f"{disk_gib}G"]
     code, out = await _run(
-        "qemu-img",
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-F",
-        "qcow2",
-        "-b",
-        str(base),
-        str(overlay),
-        f"{disk_gib}G",
-        timeout=60,
-    )
+        "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
+        str(overlay), *size, timeout=60,
+    )  # fmt: skip
     if code != 0:
         raise QemuError(f"qemu-img create failed: {out.strip()[-500:]}")
     overlay.chmod(0o600)
+
+
+async def resize_overlay(overlay: Path, disk_gib: int) -> None:
+    """Grow an overlay's virtual size (the guest grows its filesystem into it)."""
+    code, out = await _run("qemu-img", "resize", "-q", str(overlay), f"{disk_gib}G", timeout=60)
+    if code != 0:
+        raise QemuError(f"qemu-img resize failed: {out.strip()[-500:]}")
+
+
+async def virtual_size(image: Path) -> int:
+    code, out = await _run("qemu-img", "info", "--output=json", str(image), timeout=60)
+    try:
+        return int(json.loads(out)["virtual-size"]) if code == 0 else 0
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 def accel_args(accel: str) -> list[str]:
@@ -216,16 +234,19 @@ class LaunchFds:
     qmp: int
     host_key: int
     sockets: list[socket.socket] = field(default_factory=list, repr=False)
+    state: int | None = None  # a saved state to restore instead of booting (``-incoming``)
 
     def numbers(self) -> list[int]:
-        return [self.kernel, self.initrd, self.base, self.overlay, self.qmp, self.host_key]
+        fds = [self.kernel, self.initrd, self.base, self.overlay, self.qmp, self.host_key]
+        return fds if self.state is None else [*fds, self.state]
 
     def close(self) -> None:
         for sock in self.sockets:
             sock.close()
-        for fd in (self.kernel, self.initrd, self.base, self.overlay, self.host_key):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        for fd in (self.kernel, self.initrd, self.base, self.overlay, self.host_key, self.state):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 def bind_qmp(path: Path) -> socket.socket:
@@ -242,8 +263,13 @@ def bind_qmp(path: Path) -> socket.socket:
     return sock
 
 
-def open_launch_fds(image: BootImage, files: VMFiles, host_key_fd: int) -> LaunchFds:
-    """Open the VM's files for QEMU; the caller closes them once QEMU has them (``close``)."""
+def open_launch_fds(
+    image: BootImage, files: VMFiles, host_key_fd: int, state: Path | None = None
+) -> LaunchFds:
+    """Open the VM's files for QEMU; the caller closes them once QEMU has them (``close``).
+
+    With ``state``, QEMU restores that saved state (read from the inherited descriptor).
+    """
     for path in (image.kernel, image.initrd):
         _readable_by_all(path)
     opened: list[int] = []
@@ -262,7 +288,14 @@ def open_launch_fds(image: BootImage, files: VMFiles, host_key_fd: int) -> Launc
         os.close(host_key_fd)
         raise
     kernel, initrd, base, overlay = opened
-    return LaunchFds(kernel, initrd, base, overlay, qmp.fileno(), host_key_fd, sockets=[qmp])
+    fds = LaunchFds(kernel, initrd, base, overlay, qmp.fileno(), host_key_fd, sockets=[qmp])
+    if state is not None:
+        try:
+            fds.state = os.open(state, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except BaseException:
+            fds.close()
+            raise
+    return fds
 
 
 def qemu_command(
@@ -322,6 +355,10 @@ def qemu_command(
         # Guests otherwise wait for entropy at boot (sshd, systemd-random-seed) under TCG.
         "-device",
         "virtio-rng-pci",
+        # A generation id of this VM's own: a guest restored from a golden snapshot sees it
+        # change and reseeds its kernel RNG at once (Linux vmgenid), so clones never share it.
+        "-device",
+        f"vmgenid,guid={identity.generation_id}",
         *identity.qemu_args(node_key, fds.host_key),
         "-chardev",
         f"socket,id=qmp,fd={fds.qmp},server=on,wait=off",
@@ -334,6 +371,9 @@ def qemu_command(
         "-display",
         "none",
         "-no-reboot",
+        # Restore a suspended VM: the same machine and devices, memory and device state from
+        # the saved stream; the guest stays paused until ``finish_restore``.
+        *(["-incoming", f"fd:{fds.state}"] if fds.state is not None else []),
     ]
 
 
@@ -465,6 +505,129 @@ async def qmp_execute(
     finally:
         with contextlib.suppress(Exception):
             await client.disconnect()
+
+
+# -- suspend and resume ----------------------------------------------------------------------
+
+STATE_FDNAME = "pequeroku-state"
+UNCAPPED_BANDWIDTH = 64 * 2**30  # bytes/s: QEMU's default cap (128 MiB/s) would triple a save
+
+
+async def _qmp_session(sock: Path, timeout: float) -> QMPClient:
+    client = QMPClient("pequeroku-node-agent")
+    with unix_path(sock) as address:
+        await asyncio.wait_for(client.connect(address), timeout)
+    return client
+
+
+def _send_fd(client: QMPClient, fd: int) -> None:
+    """Pass ``fd`` to QEMU (SCM_RIGHTS) for the next ``getfd``.
+
+    ``QMPClient.send_fd_scm`` reaches into asyncio's socket wrapper, which uvloop's lacks; a
+    duplicate of the connected socket sends the same way.
+    """
+    writer = client._writer
+    assert writer is not None  # noqa: S101
+    raw = writer.transport.get_extra_info("socket")
+    with socket.socket(fileno=os.dup(raw.fileno())) as sock:
+        sock.sendmsg([b" "], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd.to_bytes(4, "little"))])
+
+
+async def save_state(sock: Path, out_fd: int, timeout: float = 120.0) -> None:
+    """Pause the guest and stream its memory and device state into ``out_fd``.
+
+    The guest stays paused afterwards (the caller quits QEMU); on failure it is resumed and
+    ``QemuError`` raised. ``fd:`` migration, because the sandbox forbids QEMU to spawn ``exec:``.
+    """
+    client = await _qmp_session(sock, 5.0)
+    try:
+        await client.execute("migrate-set-parameters", {"max-bandwidth": UNCAPPED_BANDWIDTH})
+        await client.execute("stop")
+        _send_fd(client, out_fd)
+        await client.execute("getfd", {"fdname": STATE_FDNAME})
+        await client.execute("migrate", {"uri": f"fd:{STATE_FDNAME}"})
+        deadline = time.monotonic() + timeout
+        while True:
+            info = await asyncio.wait_for(client.execute("query-migrate"), 5.0)
+            status = info.get("status") if isinstance(info, dict) else None
+            if status == "completed":
+                return
+            if status in ("failed", "cancelled") or time.monotonic() > deadline:
+                reason = info.get("error-desc", status) if isinstance(info, dict) else status
+                with contextlib.suppress(Exception):
+                    await client.execute("migrate_cancel")
+                    await client.execute("cont")
+                raise QemuError(f"saving the VM's state failed: {reason}")
+            await asyncio.sleep(0.02)
+    finally:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+
+
+async def finish_restore(sock: Path, pid: int, instance_id: str, timeout: float = 60.0) -> None:
+    """Wait for QEMU to load the state it was started with, then let the guest run.
+
+    Raises ``QemuError`` when QEMU exits (an unusable state: QEMU quits on a failed load) or
+    the load does not finish in ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not qemu_alive(pid, instance_id):
+            raise QemuError("qemu could not load the saved state")
+        try:
+            status = await qmp_execute(sock, "query-status", timeout=5.0)
+        except Exception:
+            await asyncio.sleep(0.02)
+            continue
+        state = status.get("status") if isinstance(status, dict) else None
+        if state == "running":
+            return
+        if state in ("paused", "postmigrate", "prelaunch"):
+            await qmp_execute(sock, "cont")
+            return
+        await asyncio.sleep(0.02)  # "inmigrate": still loading
+    raise QemuError(f"the saved state did not load in {timeout:.0f}s")
+
+
+_QEMU_VERSION: dict[str, str] = {}
+# The devices ``qemu_command`` gives a VM: a saved state only loads into the same set.
+MACHINE_LAYOUT = "q35 virtio-blk virtio-net virtio-rng vmgenid fw_cfg ringbuf-serial/1"
+
+
+def qemu_version() -> str:
+    binary = qemu_binary()
+    if binary not in _QEMU_VERSION:
+        try:
+            out = subprocess.run(  # noqa: S603 (fixed arguments)
+                [binary, "--version"], capture_output=True, timeout=30, check=False
+            ).stdout
+            _QEMU_VERSION[binary] = out.decode(errors="replace").splitlines()[0].strip()
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            _QEMU_VERSION[binary] = "unknown"
+    return _QEMU_VERSION[binary]
+
+
+def _file_tag(path: Path) -> str:
+    info = path.stat()
+    return f"{path.name}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def state_key(image: BootImage, accel: str, vcpus: int, memory_mb: int) -> str:
+    """What a saved state depends on: restoring it under anything else is refused.
+
+    The QEMU build, the machine and accelerator, the VM's size, and the image's kernel,
+    initrd, root disk and command line (a rebuilt image changes their size or mtime).
+    """
+    parts = [
+        MACHINE_LAYOUT,
+        qemu_version(),
+        " ".join(accel_args(accel)),
+        f"smp={vcpus}",
+        f"mem={memory_mb}",
+        *(_file_tag(path) for path in (image.kernel, image.initrd, image.rootfs)),
+        image.cmdline,
+    ]
+    return "|".join(parts)
 
 
 async def wait_exit(pid: int, instance_id: str, timeout: float) -> bool:

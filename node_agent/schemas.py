@@ -23,6 +23,9 @@ class VMStatusOut(BaseModel):
     disk_gib: int
     ssh_ready: bool
     detail: str
+    suspended: bool = False
+    last_boot: Literal["cold", "restored", ""] = ""
+    boot_detail: str = ""
 
 
 class NodeHealthOut(BaseModel):
@@ -39,6 +42,9 @@ class NodeHealthOut(BaseModel):
     guest_isolation: bool
     guest_egress: Literal["public", "none"]
     isolation_detail: str
+    # Per image and VM shape ("default-1c-1024m"): "ready" (creates restore it), "building",
+    # or why creates of that shape cold-boot.
+    golden_snapshots: dict[str, str] = {}
 
 
 class VMStatsOut(BaseModel):

@@ -1,7 +1,15 @@
 """The VMs of one node: their records on disk, QEMU processes and guest connections.
 
 Entry points (``VMManager``): ``startup``, ``shutdown``, ``health``, ``create``, ``start``,
-``stop``, ``delete``, ``status``, ``list``, ``stats``, ``guest``.
+``stop``, ``suspend``, ``delete``, ``status``, ``list``, ``stats``, ``guest``.
+
+Power-off has two kinds. ``suspend`` syncs the guest's disks, saves its memory and device state
+next to its overlay (``memory.state``) and quits QEMU, so a suspended VM holds no host RAM; the
+next ``start`` restores it (processes, open files and shells come back) and then deletes the
+state, which is only valid with the disk exactly as it was. ``stop`` (ACPI powerdown) discards
+any saved state: the next start is a cold boot. A state that is missing, made by another QEMU or
+image, or that QEMU cannot load also means a cold boot from the overlay (which the sync made
+complete), and the status says why (``last_boot``, ``boot_detail``).
 
 Each VM lives in ``<data-dir>/vms/<vm_id>/`` (``vm.json``, overlay, SSH host key, pidfile,
 QEMU's output, QMP socket), all private to the agent. QEMU runs detached under the VM's own uid
@@ -26,7 +34,7 @@ from pathlib import Path
 
 import asyncssh
 
-from . import qemu
+from . import guest, qemu
 from .config import AgentConfig
 from .errors import (
     AgentError,
@@ -35,7 +43,8 @@ from .errors import (
     VMNotFoundError,
     VMNotRunningError,
 )
-from .guest import GuestConnection, wait_for_banner
+from .golden import Golden, GoldenStore, shape_name
+from .guest import Adoption, GuestConnection, wait_for_banner
 from .identity import GuestIdentity, ensure_private_dir, load_or_create_node_key
 from .isolation import Isolation
 from .uids import UidPool
@@ -45,6 +54,8 @@ log = logging.getLogger("node_agent.vms")
 VM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WARMUP_INTERVAL = 0.25
 WARMUP_BACKOFF = 2.0
+GOLDEN_BOOT_TIMEOUT = 600.0
+SYNC_TIMEOUT = 60.0
 
 
 @dataclass
@@ -62,6 +73,14 @@ class VMRecord:
     accel: str | None = None
     expected_running: bool = False
     created_at: float = field(default_factory=time.time)
+    suspended: bool = False  # memory.state holds the VM; the next start restores it
+    suspending: bool = False  # a suspend began and has not finished (the node may have died)
+    state_key: str = ""  # what memory.state was saved under (qemu.state_key)
+    last_boot: str = ""  # "cold" or "restored": how QEMU last started
+    boot_detail: str = ""  # why the last start was a cold boot when a restore was expected
+    # Created from a golden snapshot and not yet given its identity: the template's.
+    adopt_instance_id: str = ""
+    adopt_host_key: str = ""
 
     @classmethod
     def load(cls, path: Path) -> VMRecord:
@@ -93,6 +112,22 @@ class ManagedVM:
         )
         self.warmup: asyncio.Task[None] | None = None
         self.cpu_sample: qemu.CpuSample | None = None
+        self.expect_template_identity()
+
+    def expect_template_identity(self) -> None:
+        """A guest restored from a golden snapshot answers as the template until adopted."""
+        if not self.record.adopt_instance_id:
+            self.guest.adoption = None
+            return
+        self.guest.adoption = Adoption(
+            host_key=asyncssh.import_public_key(self.record.adopt_host_key),
+            instance_id=self.record.adopt_instance_id,
+            done=self.adopted,
+        )
+
+    def adopted(self) -> None:
+        self.record.adopt_instance_id = self.record.adopt_host_key = ""
+        self.save()
 
     @property
     def pid(self) -> int | None:
@@ -120,6 +155,9 @@ class ManagedVM:
             "disk_gib": self.record.disk_gib,
             "ssh_ready": alive and self.guest.ready(),
             "detail": detail,
+            "suspended": not alive and self.record.suspended,
+            "last_boot": self.record.last_boot,
+            "boot_detail": self.record.boot_detail,
         }
 
 
@@ -136,6 +174,8 @@ class VMManager:
         self.key = load_or_create_node_key(config.data_dir / "ssh")
         self.uids = UidPool(*config.vm_uid_range, claims_dir=config.uid_claims_dir)
         self.isolation = Isolation(config, self.uids)
+        self.golden = GoldenStore(config.data_dir)
+        self._golden_builds: dict[str, asyncio.Task[None]] = {}
 
     # -- lifecycle of the agent -------------------------------------------------------------
 
@@ -165,6 +205,8 @@ class VMManager:
         self.vms[record.vm_id] = vm
         if vm.alive() and record.ssh_port is not None:
             self.ports.claim(record.ssh_port, record.vm_id)
+            if record.suspending:
+                self._background.append(asyncio.create_task(self._abandon_suspend(vm)))
             self._start_warmup(vm)
             log.info("adopted running VM %s (pid %s)", record.vm_id, vm.pid)
             pid = vm.pid
@@ -178,15 +220,25 @@ class VMManager:
         else:
             log.info("found VM %s, not running", record.vm_id)
 
+    async def _abandon_suspend(self, vm: ManagedVM) -> None:
+        """A previous agent died mid-suspend with QEMU alive: the guest runs on, paused no more."""
+        async with vm.lock:
+            with contextlib.suppress(Exception):
+                await qemu.qmp_execute(vm.files.qmp_socket, "cont")
+            self._discard_state(vm)
+            vm.record.suspending = vm.record.suspended = False
+            vm.save()
+            log.info("VM %s: an unfinished suspend was abandoned; it runs on", vm.record.vm_id)
+
     async def shutdown(self) -> None:
         """Close connections only: the VMs (and the egress policy) stay without the agent."""
         for vm in self.vms.values():
             if vm.warmup is not None:
                 vm.warmup.cancel()
             await vm.guest.close()
-        for task in self._background:
+        for task in [*self._background, *self._golden_builds.values()]:
             task.cancel()
-        for task in self._background:
+        for task in [*self._background, *self._golden_builds.values()]:
             with contextlib.suppress(BaseException):
                 await task
         if self._accel is not None and not self._accel.done():
@@ -213,6 +265,7 @@ class VMManager:
             "capacity_disk_mb": capacity_disk_mb,
             "free_disk_mb": free_disk_mb,
             **self.isolation.status(),
+            "golden_snapshots": self.golden.status(),
         }
 
     # -- VM operations ----------------------------------------------------------------------
@@ -238,19 +291,32 @@ class VMManager:
             vm_dir = ensure_private_dir(self.vms_dir / vm_id)
             files = qemu.VMFiles.under(vm_dir)
             uid: int | None = None
+            vcpus, memory_mb = int(spec["vcpus"]), int(spec["memory_mb"])  # type: ignore[call-overload]
+            disk_gib = int(spec["disk_gib"])  # type: ignore[call-overload]
             try:
-                await qemu.create_overlay(image.rootfs, files.overlay, int(spec["disk_gib"]))  # type: ignore[call-overload]
+                golden = await self._golden_for(image, vcpus, memory_mb, disk_gib)
+                if golden is not None:
+                    await asyncio.to_thread(
+                        GoldenStore.clone_into, golden, files.overlay, files.state
+                    )
+                    await qemu.resize_overlay(files.overlay, disk_gib)
+                else:
+                    await qemu.create_overlay(image.rootfs, files.overlay, disk_gib)
                 identity = GuestIdentity.create(vm_dir)
                 uid = self.uids.claim(files.record)
                 record = VMRecord(
                     vm_id=vm_id,
-                    vcpus=int(spec["vcpus"]),  # type: ignore[call-overload]
-                    memory_mb=int(spec["memory_mb"]),  # type: ignore[call-overload]
-                    disk_gib=int(spec["disk_gib"]),  # type: ignore[call-overload]
+                    vcpus=vcpus,
+                    memory_mb=memory_mb,
+                    disk_gib=disk_gib,
                     image=image_name,
                     instance_id=identity.instance_id,
                     uid=uid,
                 )
+                if golden is not None:
+                    record.suspended, record.state_key = True, golden.state_key
+                    record.adopt_instance_id = golden.instance_id
+                    record.adopt_host_key = golden.host_public_key
                 record.save(files.record)
             except BaseException:
                 self.uids.release(uid, files.record)
@@ -259,6 +325,89 @@ class VMManager:
             vm = self.vms[vm_id] = ManagedVM(record, files, self.key, identity)
             log.info("created VM %s (image %s, uid %s)", vm_id, image_name, uid)
             return vm.status()
+
+    # -- golden snapshots ---------------------------------------------------------------------
+
+    async def _golden_for(
+        self, image: qemu.BootImage, vcpus: int, memory_mb: int, disk_gib: int
+    ) -> Golden | None:
+        """The usable snapshot for this shape; without one, a build starts in the background."""
+        accel = await self.accel()
+        shape = shape_name(image.name, vcpus, memory_mb)
+        golden = self.golden.find(shape, qemu.state_key(image, accel, vcpus, memory_mb))
+        if golden is not None and golden.disk_bytes <= disk_gib * 2**30:
+            return golden
+        if golden is None and self.config.golden_snapshots and shape not in self._golden_builds:
+            task = asyncio.create_task(self._build_golden(image, vcpus, memory_mb))
+            self._golden_builds[shape] = task
+        return None
+
+    async def _build_golden(self, image: qemu.BootImage, vcpus: int, memory_mb: int) -> None:
+        """Boot a template guest of this shape to ready, sync it, save it, keep it."""
+        shape = shape_name(image.name, vcpus, memory_mb)
+        self.golden.mark(shape, "building")
+        build_dir = ensure_private_dir(self.golden.root / f".build-{shape}")
+        files = qemu.VMFiles.under(build_dir)
+        uid: int | None = None
+        vm: ManagedVM | None = None
+        try:
+            await qemu.create_overlay(image.rootfs, files.overlay, None)
+            identity = GuestIdentity.create(build_dir)
+            uid = self.uids.claim(files.record)
+            record = VMRecord(
+                vm_id=f"golden-{shape}", vcpus=vcpus, memory_mb=memory_mb, disk_gib=0,
+                image=image.name, instance_id=identity.instance_id, uid=uid,
+            )  # fmt: skip
+            record.save(files.record)
+            vm = ManagedVM(record, files, self.key, identity)
+            await self.isolation.admit(uid)
+            accel = await self.accel()
+            await self._launch(vm, uid, image, accel)
+            await self._until_guest_answers(vm, GOLDEN_BOOT_TIMEOUT)
+            await self._sync_guest_disks(vm)
+            await vm.guest.close()
+            await self._save_state(vm)
+            pid = vm.pid
+            with contextlib.suppress(Exception):
+                await qemu.qmp_execute(files.qmp_socket, "quit", timeout=5.0)
+            if pid is not None and not await qemu.wait_exit(pid, identity.instance_id, 10.0):
+                await qemu.kill_qemu(pid, identity.instance_id)
+            await self._cleanup_runtime(vm)
+            for leftover in (files.record, files.pidfile, files.launch_log, files.qmp_socket):
+                leftover.unlink(missing_ok=True)
+            disk_bytes = await qemu.virtual_size(files.overlay)
+            self.golden.install(
+                shape, build_dir, identity.instance_id, identity.host_key,
+                qemu.state_key(image, accel, vcpus, memory_mb), disk_bytes,
+            )  # fmt: skip
+            log.info("golden snapshot %s ready", shape)
+        except BaseException as exc:
+            self.golden.mark(shape, f"build failed: {exc}"[:300] + "; creates cold-boot")
+            log.warning("golden snapshot %s failed: %s", shape, exc)
+            if vm is not None:
+                await self._kill_leftover(vm)
+                await self._cleanup_runtime(vm)
+            shutil.rmtree(build_dir, ignore_errors=True)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self.uids.release(uid, files.record)
+            if uid is not None:
+                await self.isolation.forget(uid)
+            self._golden_builds.pop(shape, None)
+
+    async def _until_guest_answers(self, vm: ManagedVM, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not vm.alive():
+                raise QemuError("the template guest's QEMU exited")
+            port = vm.record.ssh_port
+            if port is not None and await wait_for_banner(port):
+                with contextlib.suppress(AgentError):
+                    await vm.guest.get()
+                    return
+            await asyncio.sleep(WARMUP_INTERVAL)
+        raise QemuError(f"the template guest did not answer in {timeout:.0f}s")
 
     async def start(self, vm_id: str) -> dict[str, object]:
         vm = self._get(vm_id)
@@ -272,19 +421,79 @@ class VMManager:
                 vm.record.uid = uid
                 vm.save()
             await self.isolation.admit(uid)
-            await self._launch(vm, uid)
+            await self._boot(vm, uid)
             self._start_warmup(vm)
             return vm.status()
 
-    async def _launch(self, vm: ManagedVM, uid: int) -> None:
+    async def _boot(self, vm: ManagedVM, uid: int) -> None:
+        """Restore the saved state when there is a usable one, else boot from the disk."""
         image = qemu.BootImage.load(self.config.image_dir, vm.record.image)
         accel = await self.accel()
+        why_cold = self._unusable_state(vm, image, accel)
+        if why_cold is None:
+            started = time.monotonic()
+            try:
+                await self._launch(vm, uid, image, accel, state=vm.files.state)
+                pid = vm.pid
+                assert pid is not None  # noqa: S101
+                await qemu.finish_restore(vm.files.qmp_socket, pid, vm.record.instance_id)
+            except QemuError as exc:
+                log.warning("VM %s: restore failed (%s), cold boot", vm.record.vm_id, exc)
+                await self._kill_leftover(vm)
+                await self._cleanup_runtime(vm)
+                why_cold = f"the saved state could not be restored: {exc}"[:300]
+            else:
+                self._discard_state(vm)
+                vm.guest.clock_sync_pending = True
+                self._booted(vm, "restored", "")
+                log.info("restored VM %s in %.2fs", vm.record.vm_id, time.monotonic() - started)
+                return
+        self._discard_state(vm)
+        if vm.record.adopt_instance_id:
+            vm.adopted()  # a cold boot takes this VM's identity from fw_cfg at boot
+            vm.expect_template_identity()
+        await self._launch(vm, uid, image, accel)
+        self._booted(vm, "cold", why_cold or "")
+
+    def _unusable_state(self, vm: ManagedVM, image: qemu.BootImage, accel: str) -> str | None:
+        """None when the saved state can be restored; otherwise why not (or "" for none)."""
+        record = vm.record
+        if record.suspending and not record.suspended:
+            return "the node stopped during a suspend; booted from the disk"
+        if not record.suspended:
+            return ""
+        if not vm.files.state.is_file():
+            return "the saved state is missing; booted from the disk"
+        key = qemu.state_key(image, accel, record.vcpus, record.memory_mb)
+        if key != record.state_key:
+            return "the saved state was made by another QEMU, machine or image; booted from disk"
+        return None
+
+    def _booted(self, vm: ManagedVM, how: str, why_cold: str) -> None:
+        vm.record.last_boot, vm.record.boot_detail = how, why_cold
+        vm.record.suspended = vm.record.suspending = False
+        vm.record.state_key = ""
+        vm.save()
+
+    def _discard_state(self, vm: ManagedVM) -> None:
+        """A running guest changes the disk: its saved state must never be restored again."""
+        for path in (vm.files.state, vm.files.state_partial):
+            path.unlink(missing_ok=True)
+
+    async def _launch(
+        self,
+        vm: ManagedVM,
+        uid: int,
+        image: qemu.BootImage,
+        accel: str,
+        state: Path | None = None,
+    ) -> None:
         tried: set[int] = set()
         for _ in range(5):
             port = self.ports.reserve(vm.record.vm_id, avoid=tried)
             tried.add(port)
             vm.record.ssh_port, vm.record.accel = port, accel
-            fds = qemu.open_launch_fds(image, vm.files, vm.identity.host_key_fd())
+            fds = qemu.open_launch_fds(image, vm.files, vm.identity.host_key_fd(), state)
             try:
                 cmd = qemu.qemu_command(
                     accel=accel,
@@ -337,13 +546,18 @@ class VMManager:
             vm.warmup = asyncio.create_task(self._warm_up(vm))
 
     async def _warm_up(self, vm: ManagedVM) -> None:
-        """Open the guest connection as soon as SSH answers, so ``ssh_ready`` flips early."""
+        """Open the guest connection as soon as SSH answers, so ``ssh_ready`` flips early.
+
+        A restored guest's sshd is already listening: probing its banner first would only
+        make it start a connection process (slow under TCG) that nobody uses.
+        """
+        restored = vm.record.last_boot == "restored"
         while vm.alive():
             if vm.guest.ready():
                 await asyncio.sleep(1.0)
                 continue
             port = vm.record.ssh_port
-            if port is not None and await wait_for_banner(port):
+            if port is not None and (restored or await wait_for_banner(port)):
                 try:
                     await vm.guest.get()
                 except AgentError as exc:
@@ -370,15 +584,87 @@ class VMManager:
             path.unlink(missing_ok=True)
 
     async def stop(self, vm_id: str, timeout: float) -> dict[str, object]:
+        """Hard stop: ACPI powerdown; a suspended VM forgets its state (next start is cold)."""
         vm = self._get(vm_id)
         async with vm.lock:
             pid = vm.pid
             if vm.alive() and pid is not None:
                 await self._powerdown(vm, pid, timeout)
             vm.record.expected_running = False
+            vm.record.suspended = vm.record.suspending = False
+            vm.record.state_key = ""
             vm.save()
+            self._discard_state(vm)
             await self._cleanup_runtime(vm)
             return vm.status()
+
+    async def suspend(self, vm_id: str) -> dict[str, object]:
+        """Save the running VM's memory and device state beside its overlay and quit QEMU.
+
+        The guest's filesystems are synced first, so the overlay alone is complete should
+        the state ever be lost. A stopped VM is a no-op. On failure the VM keeps running.
+        """
+        vm = self._get(vm_id)
+        async with vm.lock:
+            pid = vm.pid
+            if not vm.alive() or pid is None:
+                return vm.status()
+            image = qemu.BootImage.load(self.config.image_dir, vm.record.image)
+            accel = vm.record.accel or await self.accel()
+            started = time.monotonic()
+            await self._sync_guest_disks(vm)
+            await self._stop_warmup(vm)
+            await vm.guest.close()
+            vm.record.suspending = True
+            vm.save()
+            try:
+                await self._save_state(vm)
+            except BaseException:
+                vm.files.state_partial.unlink(missing_ok=True)
+                vm.record.suspending = False
+                vm.save()
+                self._start_warmup(vm)
+                raise
+            vm.record.state_key = qemu.state_key(image, accel, vm.record.vcpus, vm.record.memory_mb)
+            vm.record.suspended, vm.record.expected_running = True, False
+            vm.save()
+            with contextlib.suppress(Exception):
+                await qemu.qmp_execute(vm.files.qmp_socket, "quit", timeout=5.0)
+            if not await qemu.wait_exit(pid, vm.record.instance_id, 10.0):
+                await qemu.kill_qemu(pid, vm.record.instance_id)
+            await self._cleanup_runtime(vm)
+            log.info(
+                "suspended VM %s in %.2fs (%d MiB of state)",
+                vm.record.vm_id,
+                time.monotonic() - started,
+                vm.files.state.stat().st_size // 2**20,
+            )
+            return vm.status()
+
+    async def _sync_guest_disks(self, vm: ManagedVM) -> None:
+        """Flush the guest's page cache to the overlay: files survive a lost state."""
+        try:
+            conn = await vm.guest.get()
+            result = await guest.run(conn, "sync", timeout=SYNC_TIMEOUT)
+        except AgentError as exc:
+            raise VMNotRunningError(
+                f"VM {vm.record.vm_id} cannot be suspended before its guest answers ({exc.code})"
+            ) from None
+        if result.exit_code != 0:
+            raise QemuError(f"sync in VM {vm.record.vm_id} failed ({result.exit_code})")
+
+    async def _save_state(self, vm: ManagedVM) -> None:
+        """Stream the state into a partial file; only a complete, fsynced one is renamed."""
+        partial = vm.files.state_partial
+        fd = os.open(
+            partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            await qemu.save_state(vm.files.qmp_socket, fd)
+            await asyncio.to_thread(os.fsync, fd)
+        finally:
+            os.close(fd)
+        partial.replace(vm.files.state)
 
     async def _powerdown(self, vm: ManagedVM, pid: int, timeout: float) -> None:
         await self._stop_warmup(vm)

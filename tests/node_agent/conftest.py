@@ -176,6 +176,7 @@ def spawn_agent(
     wrapper: tuple[str, ...] = (),
     scheme: str = "http",
     verify: object = True,
+    golden: bool = False,
 ) -> AgentProcess:
     """``python -m node_agent`` as a real process, once ``/health`` answers.
 
@@ -201,6 +202,9 @@ def spawn_agent(
         str(token_file),
         "--accel",
         accel,
+        # Off unless asked: a golden build is one more boot in the background of every test.
+        "--golden-snapshots",
+        "on" if golden else "off",
         *extra_args,
     ]
     with log_path.open("wb") as sink:

@@ -51,11 +51,13 @@ def test_the_command_line_is_sandboxed_with_no_default_devices(tmp_path):
     ]
     assert "-daemonize" not in cmd  # it forks after the sandbox is on: spawn=deny kills it
     assert "-runas" not in cmd  # QEMU never starts as root at all
-    assert sorted(option(cmd, "-device")) == [
+    devices = sorted(option(cmd, "-device"))
+    assert devices[:3] == [
         "virtio-blk-pci,drive=disk",
         "virtio-net-pci,netdev=n0",
         "virtio-rng-pci",
     ]
+    assert len(devices) == 4 and devices[3].startswith("vmgenid,guid=")
 
 
 def test_the_serial_console_is_a_bounded_ring_buffer_not_a_file(tmp_path):

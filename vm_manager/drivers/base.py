@@ -15,7 +15,7 @@ Paths are absolute guest paths confined to ``WORKSPACE_ROOT``; anything else rai
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal, Protocol, TypedDict, runtime_checkable
+from typing import Literal, NotRequired, Protocol, TypedDict, runtime_checkable
 
 WORKSPACE_ROOT = "/app"
 
@@ -40,6 +40,12 @@ class VMStatus(TypedDict):
     disk_gib: int
     ssh_ready: bool
     detail: str
+    # Power-off detail (the state stays running/stopped): a suspended VM resumes with its
+    # processes on the next start; last_boot says how the last start went ("cold" or
+    # "restored") and boot_detail why it was cold when a restore was expected.
+    suspended: NotRequired[bool]
+    last_boot: NotRequired[Literal["cold", "restored", ""]]
+    boot_detail: NotRequired[str]
 
 
 class NodeHealth(TypedDict):
@@ -140,6 +146,14 @@ class NodeDriver(Protocol):
 
     async def vm_stop(self, vm_id: str, timeout: float = 30.0) -> VMStatus:
         """Graceful ACPI powerdown, hard kill after ``timeout``; a stopped VM is a no-op."""
+        ...
+
+    async def vm_suspend(self, vm_id: str) -> VMStatus:
+        """Save memory and device state beside the disk and stop: the state becomes
+        ``stopped`` with ``suspended`` true, and the VM holds no host RAM. The next
+        ``vm_start`` restores it (``last_boot`` "restored"), or cold-boots from the disk when
+        the state is unusable (``boot_detail`` says why). ``vm_stop`` discards a saved
+        state. A stopped VM is a no-op."""
         ...
 
     async def vm_delete(self, vm_id: str) -> None:

@@ -196,6 +196,9 @@ class HttpNodeDriver:
             "POST", f"/vms/{vm_id}/stop", params={"timeout": timeout}, timeout=timeout + SLACK
         )
 
+    async def vm_suspend(self, vm_id: str) -> VMStatus:
+        return await self._json("POST", f"/vms/{vm_id}/suspend", timeout=self.timeout + 120)
+
     async def vm_delete(self, vm_id: str) -> None:
         await self._request("DELETE", f"/vms/{vm_id}", timeout=self.timeout + SLACK)
 

@@ -61,6 +61,8 @@ class _FakeVM:
     workspace: Path
     state: str = "stopped"
     detail: str = ""
+    suspended: bool = False
+    last_boot: str = ""
 
     def status(self) -> VMStatus:
         return VMStatus(
@@ -71,6 +73,9 @@ class _FakeVM:
             disk_gib=self.spec["disk_gib"],
             ssh_ready=self.state == "running",
             detail=self.detail,
+            suspended=self.suspended,
+            last_boot=self.last_boot,  # type: ignore[typeddict-item]
+            boot_detail="",
         )
 
 
@@ -203,12 +208,20 @@ class InMemoryNodeDriver:
 
     async def vm_start(self, vm_id: str) -> VMStatus:
         vm = self._vm("vm_start", vm_id)
-        vm.state, vm.detail = "running", ""
+        if vm.state != "running":
+            vm.last_boot = "restored" if vm.suspended else "cold"
+        vm.state, vm.detail, vm.suspended = "running", "", False
         return vm.status()
 
     async def vm_stop(self, vm_id: str, timeout: float = 30.0) -> VMStatus:
         vm = self._vm("vm_stop", vm_id)
-        vm.state, vm.detail = "stopped", ""
+        vm.state, vm.detail, vm.suspended = "stopped", "", False
+        return vm.status()
+
+    async def vm_suspend(self, vm_id: str) -> VMStatus:
+        vm = self._vm("vm_suspend", vm_id)
+        if vm.state == "running":
+            vm.state, vm.detail, vm.suspended = "stopped", "", True
         return vm.status()
 
     async def vm_delete(self, vm_id: str) -> None:
