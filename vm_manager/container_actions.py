@@ -44,6 +44,7 @@ from vm_manager.errors import (
     UploadTooLarge,
     VMManagerError,
 )
+from vm_manager.idle import container_touch, container_wake
 from vm_manager.models import Container
 from vm_manager.operations import driver_for
 
@@ -100,6 +101,13 @@ def ensure_running(container: Container) -> None:
 
 
 def _running_driver(container: Container) -> NodeDriver:
+    """The driver for a container in use: records the use and resumes an idle-suspended
+    container first (the call waits for it)."""
+    if container.idle_suspended:
+        fresh = container_wake(container)
+        container.status, container.desired_state = fresh.status, fresh.desired_state
+    else:
+        container_touch(container)
     ensure_running(container)
     return driver_for(container)
 
