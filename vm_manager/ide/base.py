@@ -340,7 +340,10 @@ class ContainerSocket(AsyncWebsocketConsumer):
             await database_sync_to_async(container_touch)(self.container)
             return
         await self.send_info("Resuming the container after it was idle...")
-        self.container = await database_sync_to_async(container_wake)(self.container)
+        fresh = await database_sync_to_async(container_wake)(self.container)
+        # Keep the row the access checks loaded (its node is already there for async code).
+        for name in ("status", "status_reason", "desired_state", "suspended", "last_boot"):
+            setattr(self.container, name, getattr(fresh, name))
         await self.send_info("Container resumed")
 
     async def _watch(self) -> None:
