@@ -100,15 +100,19 @@ def ensure_running(container: Container) -> None:
         raise ContainerNotRunning()
 
 
-def _running_driver(container: Container) -> NodeDriver:
-    """The driver for a container in use: records the use and resumes an idle-suspended
-    container first (the call waits for it)."""
+def ensure_in_use(container: Container) -> None:
+    """A VM action is a use: record it, resume an idle-suspended container first (waiting
+    for it), then require it running like ``ensure_running``."""
     if container.idle_suspended:
         fresh = container_wake(container)
         container.status, container.desired_state = fresh.status, fresh.desired_state
     else:
         container_touch(container)
     ensure_running(container)
+
+
+def _running_driver(container: Container) -> NodeDriver:
+    ensure_in_use(container)
     return driver_for(container)
 
 
@@ -254,6 +258,7 @@ __all__ = [
     "container_statistics",
     "container_upload_file",
     "domain_error_for",
+    "ensure_in_use",
     "ensure_running",
     "guest_path",
     "upload_target",

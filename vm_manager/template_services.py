@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 from asgiref.sync import async_to_sync
 from django.db import transaction
 
-from vm_manager.container_actions import ensure_running, guest_path, node_errors_as_domain_errors
+from vm_manager.container_actions import ensure_in_use, guest_path, node_errors_as_domain_errors
 from vm_manager.models import Container, FileTemplate, FileTemplateItem
 from vm_manager.operations import template_apply, template_items
 
@@ -65,7 +65,7 @@ def template_apply_to_container(
 ) -> int:
     """Write the template's files under ``dest_path`` in a running container; the file count."""
     dest = guest_path(dest_path)
-    ensure_running(container)
+    ensure_in_use(container)
     items = template_items(template)
     with node_errors_as_domain_errors():
         return async_to_sync(template_apply)(container, items, dest, clean=clean)
