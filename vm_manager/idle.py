@@ -30,6 +30,7 @@ from vm_manager.models import Container
 IDLE_CONFIG = "idle_suspend_minutes"
 DEFAULT_IDLE_SUSPEND_MINUTES = 30
 TOUCH_EVERY = timedelta(minutes=1)
+MIN_IDLE = timedelta(minutes=2)
 IDLE_REASON = "suspended while idle"
 RESUME_WAIT_SECONDS = 120.0
 RESUME_POLL_SECONDS = 0.25
@@ -59,8 +60,14 @@ def idle_minutes_subquery() -> Subquery:
 
 
 def idle_cutoff(now: datetime, minutes: int) -> datetime | None:
-    """Containers last active before this are idle; None when the policy is off."""
-    return now - timedelta(minutes=minutes) if minutes else None
+    """Containers last active before this are idle; None when the policy is off.
+
+    Never less than ``MIN_IDLE``: an open socket refreshes its mark only about once a
+    minute (watchdog period plus ``TOUCH_EVERY``), so a shorter policy could stop a
+    container under an open console."""
+    if not minutes:
+        return None
+    return now - max(timedelta(minutes=minutes), MIN_IDLE)
 
 
 def last_activity(container: Container) -> datetime:

@@ -163,6 +163,19 @@ def test_a_fresh_container_never_used_counts_from_its_start(user, node, make_con
     assert container.idle_suspended is True
 
 
+def test_a_one_minute_policy_still_spares_a_socket_refreshed_90_seconds_ago(
+    user, node, make_container, reconcile
+):
+    config_set("idle_suspend_minutes", "1")
+    container = running(make_container, user, node, reconcile)
+    idle_for(container, 1.5)
+
+    reconcile()
+
+    container.refresh_from_db()
+    assert container.status == S.RUNNING
+
+
 def test_zero_minutes_never_suspends(user, node, make_container, reconcile):
     config_set("idle_suspend_minutes", "0")
     container = running(make_container, user, node, reconcile)
