@@ -33,7 +33,7 @@ TOUCH_EVERY = timedelta(minutes=1)
 MIN_IDLE = timedelta(minutes=2)
 IDLE_REASON = "suspended while idle"
 RESUME_WAIT_SECONDS = 120.0
-RESUME_POLL_SECONDS = 0.25
+RESUME_POLL_SECONDS = 0.5
 
 
 def parse_idle_minutes(raw: str | None) -> int:
@@ -118,7 +118,9 @@ def container_wake(container: Container, timeout: float = RESUME_WAIT_SECONDS) -
     reconcile_once([container.pk])
     while True:
         fresh = Container.objects.get(pk=container.pk)
-        if fresh.status == Container.Status.RUNNING or fresh.desired_state != "running":
+        if fresh.status == Container.Status.RUNNING or (
+            fresh.desired_state != Container.DesiredState.RUNNING
+        ):
             return fresh
         if fresh.status == Container.Status.ERROR or time.monotonic() >= deadline:
             raise ContainerNotRunning(f"The container did not resume: {fresh.status_reason}")
