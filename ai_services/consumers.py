@@ -126,3 +126,6 @@ class AIConsumer(ContainerSocket):
 
     async def send_error(self, message: str, req_id: Any = None) -> None:
         await self.send_json({"event": "error", "message": message})
+
+    async def send_info(self, message: str) -> None:
+        await self.send_json({"event": "info", "message": message})

@@ -21,6 +21,11 @@ CONFIG_DEFAULTS: tuple[ConfigDefault, ...] = (
         "10",
         "Containers one user may own, stopped ones included; 0 means no cap",
     ),
+    ConfigDefault(
+        "idle_suspend_minutes",
+        "30",
+        "Suspend a container after this many minutes without an API call or open socket; 0 = never",
+    ),
     ConfigDefault("openai_model", "openai/gpt-oss-120b", "Default LLM model"),
     ConfigDefault("openai_api_url", "https://api.groq.com/openai/v1", "OpenAI-compatible API URL"),
     ConfigDefault("openai_api_key", "change-me", "API key of the AI provider (secret)"),

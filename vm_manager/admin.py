@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -8,10 +9,11 @@ from django.contrib import admin, messages
 from django.db.models import IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
+from django.utils import timezone
 
 from pequeroku.admin import SecretFieldsAdmin
 from pequeroku.errors import DomainError
-from vm_manager import services
+from vm_manager import idle, services
 from vm_manager.api.audit import audited
 from vm_manager.models import (
     Container,
@@ -141,6 +143,14 @@ POWER_ACTIONS = {
 }
 
 
+def _duration(delta: timedelta) -> str:
+    minutes = max(int(delta.total_seconds() // 60), 0)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours < 48 else f"{hours // 24} days"
+
+
 class ContainerAdminForm(forms.ModelForm):
     """Turning a container on here is refused for the same reason the API would refuse it."""
 
@@ -174,10 +184,11 @@ class ContainerAdmin(ShownNamesAdmin):
         "desired_state",
         "status",
         "status_reason",
+        "idle_for",
         "reconcile_attempts",
         "created_at",
     )
-    list_filter = ("desired_state", "status", "container_type", "node")
+    list_filter = ("desired_state", "status", "idle_suspended", "container_type", "node")
     search_fields = ("name", "user__username", "instance_id")
     list_select_related = ("user", "container_type", "node")
     readonly_fields = (
@@ -190,10 +201,36 @@ class ContainerAdmin(ShownNamesAdmin):
         "last_error",
         "next_attempt_at",
         "deleted_at",
+        "suspended",
+        "last_boot",
+        "last_active_at",
+        "idle_for",
+        "idle_suspended",
+        "idle_policy",
         "created_at",
         "updated_at",
     )
     actions = ("power_on", "power_off")
+
+    @admin.display(description="idle for")
+    def idle_for(self, obj: Container) -> str:
+        """Time since the last API call or open socket (from the row: no query)."""
+        if obj.idle_suspended:
+            return "suspended (idle)"
+        if obj.status != Container.Status.RUNNING:
+            return "-"
+        return _duration(timezone.now() - idle.last_activity(obj))
+
+    @admin.display(description="idle policy")
+    def idle_policy(self, obj: Container) -> str:
+        minutes = idle.idle_suspend_minutes()
+        if not minutes:
+            return "never suspended for idleness (Config idle_suspend_minutes = 0)"
+        return (
+            f"suspended after {minutes} min without an API call or open socket "
+            "(Config idle_suspend_minutes); the next use resumes it"
+        )
+
     form = ContainerAdminForm
 
     def _apply_desired(self, request: HttpRequest, container: Container, state: str) -> bool:

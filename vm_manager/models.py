@@ -342,6 +342,15 @@ class Container(models.Model):
     last_error = models.TextField(blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     workspace_initialized = models.BooleanField(default=False)
+    # Power-off detail (the status stays running/stopped): ``suspended`` when the VM's memory
+    # was saved and the next start resumes it; ``last_boot`` how the last start went.
+    suspended = models.BooleanField(default=False)
+    last_boot = models.CharField(max_length=16, blank=True)
+    # Idle auto-stop: the last API call or open socket (written at most once a minute), and
+    # whether the reconciler suspended the container for idleness (desired_state stays
+    # running, so it keeps its credits and its place, and the next use resumes it).
+    last_active_at = models.DateTimeField(null=True, blank=True)
+    idle_suspended = models.BooleanField(default=False)
     deleted_at = models.DateTimeField(
         null=True,
         blank=True,

@@ -16,6 +16,12 @@ One pass:
 A no-op pass is steps 1-3 with no writes but the node heartbeat: its query count does not
 depend on the number of containers.
 
+Power-off (desired ``stopped``) suspends the VM when its node can (memory saved, no host RAM
+held; the next start resumes it) and hard-stops it otherwise. Idle auto-stop (``vm_manager.idle``):
+a running container idle for ``idle_suspend_minutes`` is claimed, flagged ``idle_suspended``
+(a conditional UPDATE, so an API call or socket that touched it meanwhile wins) and suspended;
+desired_state stays ``running`` and the status becomes ``stopped`` with ``idle.IDLE_REASON``.
+
 Choices: an unreachable node's containers keep their desired state and node, and get status
 ``error`` with reason ``node unreachable: ...`` (no attempt counted); when the node answers
 again the normal rules bring them back. A VM missing or crashed while desired running is an
@@ -53,6 +59,13 @@ from vm_manager.drivers import (
     VMStatus,
     get_node_driver,
 )
+from vm_manager.idle import (
+    IDLE_REASON,
+    idle_cutoff,
+    idle_minutes_subquery,
+    last_activity,
+    parse_idle_minutes,
+)
 from vm_manager.models import Container, Node
 from vm_manager.nodes import NodeProbe, node_apply_health, node_probe
 from vm_manager.placement import place_containers
@@ -73,7 +86,8 @@ NOOP = "noop"
 STATUS = "status"  # a DB-only status correction
 CREATE = "create"  # place if needed, create and start the VM
 START = "start"
-STOP = "stop"
+STOP = "stop"  # suspend when the node can, else hard stop
+SUSPEND = "suspend"  # idle auto-stop: the same node call, desired_state stays running
 DELETE = "delete"
 FAIL = "fail"  # record a crash or a missing VM, schedule a retry
 UNPLACEABLE = "unplaceable"
@@ -109,6 +123,9 @@ class Outcome:
     error: str = ""
     node_id: int | None = None
     deleted: bool = False
+    # What the node said about the VM's power-off and boot (None: unchanged).
+    suspended: bool | None = None
+    last_boot: str | None = None
 
 
 @dataclass
@@ -116,6 +133,7 @@ class ReconcileReport:
     examined: int = 0
     started: int = 0
     stopped: int = 0
+    suspended_idle: int = 0
     created: int = 0
     deleted: int = 0
     errors: int = 0
@@ -141,9 +159,15 @@ def _observed(probe: NodeProbe | None, container: Container) -> VMStatus | None:
 
 
 def plan_container(
-    container: Container, probe: NodeProbe | None, now: datetime, targeted: bool
+    container: Container,
+    probe: NodeProbe | None,
+    now: datetime,
+    targeted: bool,
+    idle_before: datetime | None = None,
 ) -> Step:
-    """What one container needs, from its row and what its node reported this pass."""
+    """What one container needs, from its row and what its node reported this pass.
+
+    ``idle_before``: a running container last active before it is suspended (None: never)."""
     pk = container.pk
     if container.node_id is None:
         if container.deleted_at is not None:
@@ -168,7 +192,21 @@ def plan_container(
         if container.status != S.STOPPED or container.status_reason:
             return Step(pk, STATUS, S.STOPPED)
         return Step(pk, NOOP)
+    if container.idle_suspended:
+        if state == "running":
+            return Step(pk, SUSPEND, S.STOPPED, IDLE_REASON)
+        if state in ("stopped", "missing"):
+            if container.status != S.STOPPED or container.status_reason != IDLE_REASON:
+                return Step(pk, STATUS, S.STOPPED, IDLE_REASON)
+            return Step(pk, NOOP)
     due = targeted or container.next_attempt_at is None or container.next_attempt_at <= now
+    if (
+        state == "running"
+        and idle_before is not None
+        and container.status == S.RUNNING
+        and last_activity(container) < idle_before
+    ):
+        return Step(pk, SUSPEND, S.STOPPED, IDLE_REASON)
     if state == "running":
         want = S.RUNNING if vm and vm["ssh_ready"] else S.PROVISIONING
         reason = "" if want == S.RUNNING else "booting"
@@ -200,11 +238,15 @@ def _load_containers(container_ids: list[int] | None) -> list[Container]:
         "reconcile_attempts",
         "next_attempt_at",
         "deleted_at",
+        "status_changed_at",
+        "last_active_at",
+        "idle_suspended",
         "vcpus",
         "memory_mb",
         "disk_gib",
         "container_type_id",
     )
+    qs = qs.annotate(idle_minutes=idle_minutes_subquery())
     if container_ids is not None:
         qs = qs.filter(pk__in=container_ids)
     return list(qs)
@@ -260,12 +302,13 @@ async def _act(container: Container, step: Step) -> Outcome:
             await driver.vm_delete(vm_id)
             out.deleted = True
             return out
-        if step.action == STOP:
+        if step.action in (STOP, SUSPEND):
             if current is not None and current["state"] != "stopped":
-                current = await driver.vm_stop(vm_id)
+                current = await _power_off(driver, vm_id)
+                out.suspended = bool(current.get("suspended", False))
             else:
                 out.action = STATUS
-            out.status, out.reason = S.STOPPED, ""
+            out.status, out.reason = S.STOPPED, IDLE_REASON if step.action == SUSPEND else ""
             return out
         if current is None:
             await driver.vm_create(_spec(container))
@@ -277,6 +320,9 @@ async def _act(container: Container, step: Step) -> Outcome:
         else:
             out.action = STATUS
         out.status, out.reason = _status_of(current)
+        if out.action in (CREATE, START):
+            out.suspended = bool(current.get("suspended", False))
+            out.last_boot = current.get("last_boot", "") or ""
         if out.status == S.ERROR:
             out.ok, out.error = False, out.reason
     except (NodeError, OSError, TimeoutError) as exc:
@@ -286,6 +332,22 @@ async def _act(container: Container, step: Step) -> Outcome:
         out.status = S.ERROR
         out.reason = f"{UNREACHABLE}: {out.error}"[:500] if unreachable else out.error[:500]
     return out
+
+
+async def _power_off(driver: Any, vm_id: str) -> VMStatus:
+    """Suspend (memory saved, resumed by the next start) when the node can, else hard stop.
+
+    A node without the suspend call, or one that refuses it (an old agent answers 404; a
+    VM whose state cannot be saved), gets the ACPI stop: files are on the disk either way."""
+    suspend = getattr(driver, "vm_suspend", None)
+    if suspend is not None:
+        try:
+            return await suspend(vm_id)
+        except NodeUnavailable:
+            raise
+        except NodeError as exc:
+            logger.warning("suspend of %s refused, hard stop instead: %s", vm_id, exc)
+    return await driver.vm_stop(vm_id)
 
 
 async def _act_all(work: list[tuple[Container, Step]]) -> list[Outcome]:
@@ -322,6 +384,7 @@ AUDIT_ACTIONS = {
     CREATE: "container.create",
     START: "container.power_on",
     STOP: "container.power_off",
+    SUSPEND: "container.idle_suspend",
     DELETE: "container.destroy",
 }
 
@@ -358,10 +421,15 @@ def _record(container: Container, outcome: Outcome, token: str, report: Reconcil
         extra: dict[str, Any] = {}
         if outcome.status in (S.RUNNING, S.STOPPED):
             extra = {"reconcile_attempts": 0, "next_attempt_at": None}
+        if outcome.suspended is not None:
+            extra["suspended"] = outcome.suspended
+        if outcome.last_boot is not None:
+            extra["last_boot"] = outcome.last_boot
         _write_status(container, token, outcome.status, outcome.reason, **extra)
         report.created += outcome.action == CREATE
         report.started += outcome.action == START
         report.stopped += outcome.action == STOP
+        report.suspended_idle += outcome.action == SUSPEND
         if audit_action:
             _audit(container, audit_action, success=True, message=f"on {container.node}")
         return
@@ -442,11 +510,13 @@ def reconcile_once(
     report.unhealthy_nodes = {n.name: probes[n.pk].error for n in nodes if probes[n.pk].error}
     by_id = {n.pk: n for n in nodes}
     report.examined = len(containers)
+    minutes = parse_idle_minutes(containers[0].idle_minutes) if containers else 0  # type: ignore[attr-defined]
+    idle_before = idle_cutoff(now, minutes)
 
     steps: list[tuple[Container, Step]] = []
     for container in containers:
         probe = probes.get(container.node_id) if container.node_id else None
-        step = plan_container(container, probe, now, targeted)
+        step = plan_container(container, probe, now, targeted, idle_before)
         if step.action != NOOP:
             container.node = by_id.get(container.node_id) if container.node_id else None
             steps.append((container, step))
@@ -463,19 +533,43 @@ def reconcile_once(
             report.error_messages.append(f"container {container.pk}: {step.reason}")
             _load_user_and_audit(container, step.reason)
 
-    wanted = {c.pk: s for c, s in steps if s.action in (CREATE, START, STOP, DELETE)}
+    wanted = {c.pk: s for c, s in steps if s.action in (CREATE, START, STOP, SUSPEND, DELETE)}
     if wanted:
-        _act_on_claimed(wanted, now, report)
+        _act_on_claimed(wanted, now, report, idle_before)
     report.seconds = time.monotonic() - started_at
     return report
 
 
-def _act_on_claimed(wanted: dict[int, Step], now: datetime, report: ReconcileReport) -> None:
+def _flag_idle(container: Container, token: str, idle_before: datetime | None) -> bool:
+    """Mark a claimed container idle-suspended unless it was used since the plan read it."""
+    if container.idle_suspended:
+        return True
+    if idle_before is None:
+        return False
+    recent = Q(last_active_at__gte=idle_before) | Q(
+        last_active_at__isnull=True, status_changed_at__gte=idle_before
+    )
+    flagged = (
+        Container.objects.filter(pk=container.pk, claim_token=token, idle_suspended=False)
+        .exclude(recent)
+        .update(idle_suspended=True)
+    )
+    container.idle_suspended = bool(flagged)
+    return bool(flagged)
+
+
+def _act_on_claimed(
+    wanted: dict[int, Step],
+    now: datetime,
+    report: ReconcileReport,
+    idle_before: datetime | None = None,
+) -> None:
     token = secrets.token_hex(16)
     try:
         claimed = _claim(list(wanted), token, now)
         report.skipped_claimed = len(wanted) - len(claimed)
         work = [(c, Step(c.pk, wanted[c.pk].action)) for c in claimed]
+        work = [(c, s) for c, s in work if s.action != SUSPEND or _flag_idle(c, token, idle_before)]
         _place(work, token)
         for container, step in work:
             if step.action == DELETE and container.node_id is None:

@@ -54,6 +54,10 @@ CONTAINER_ROW_FIELDS = (
     "vcpus",
     "disk_gib",
     "node_id",
+    "suspended",
+    "idle_suspended",
+    "last_boot",
+    "last_active_at",
 )
 
 

@@ -154,12 +154,21 @@ def _apply_desired_state(container: Container, desired_state: str) -> Container:
             _raise_refusal(quota, container.container_type, new_container=False)
     else:
         container = Container.objects.select_for_update().get(pk=container.pk)
-    if container.desired_state != desired_state:
+    if container.desired_state != desired_state or container.idle_suspended:
+        # A power action ends an idle suspension: powering on resumes, powering off keeps
+        # the saved state as an ordinary suspended power-off.
         container.desired_state = desired_state
+        container.idle_suspended = False
         container.reconcile_attempts = 0
         container.next_attempt_at = None
         container.save(
-            update_fields=["desired_state", "reconcile_attempts", "next_attempt_at", "updated_at"]
+            update_fields=[
+                "desired_state",
+                "idle_suspended",
+                "reconcile_attempts",
+                "next_attempt_at",
+                "updated_at",
+            ]
         )
     return container
 

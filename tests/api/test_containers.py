@@ -28,6 +28,11 @@ CONTAINER_FIELDS = {
     "vcpus",
     "disk_gib",
     "node",
+    # Power-off and idle detail (additive): a suspended VM resumes with its processes.
+    "suspended",
+    "idle_suspended",
+    "last_boot",
+    "last_active_at",
 }
 STATS_FIELDS = {"ts", "cpu_percent", "rss_bytes", "rss_mib", "num_threads", "io"}
 

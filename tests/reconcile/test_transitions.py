@@ -83,8 +83,10 @@ def test_a_stopped_vm_of_a_running_container_is_started(user, node, make_contain
 
 
 def test_desired_stopped_stops_the_vm_gracefully(user, node, make_container, reconcile):
+    """On a node that cannot suspend (test_suspend_idle covers the one that can)."""
     container = make_container(user, node=node)
     reconcile()
+    InMemoryNodeDriver.set_suspend_supported("node1", False)
     services.container_power_off(container)
 
     report = reconcile()

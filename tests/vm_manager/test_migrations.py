@@ -29,6 +29,7 @@ def test_first_migrate_seeds_the_config_defaults(db):
         "default_ai_use_per_day",
         "default_credits",
         "max_containers_per_user",
+        "idle_suspend_minutes",
         "openai_model",
         "openai_api_url",
         "openai_api_key",

@@ -90,6 +90,10 @@ class ContainerSerializer(serializers.ModelSerializer):
             "vcpus",
             "disk_gib",
             "node",
+            "suspended",
+            "idle_suspended",
+            "last_boot",
+            "last_active_at",
         )
         read_only_fields = fields
 
@@ -107,6 +111,8 @@ def container_row_data(row: dict[str, Any]) -> dict[str, Any]:
     """
     data = {key: row[field] for key, field in _ROW_KEYS}
     data["created_at"] = _datetime_field.to_representation(row["created_at"])
+    if row["last_active_at"] is not None:
+        data["last_active_at"] = _datetime_field.to_representation(row["last_active_at"])
     return data
 
 

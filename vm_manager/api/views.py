@@ -35,7 +35,7 @@ from rest_framework.serializers import Serializer
 from internal_config.audit import audit_log_http, redact_secrets
 from pequeroku.body_limit import MULTIPART_SLACK_BYTES
 from pequeroku.origins import CrossOriginRefused, require_same_site_login
-from vm_manager import selectors, services
+from vm_manager import idle, selectors, services
 from vm_manager.api.audit import audited
 from vm_manager.api.pagination import ArrayLimitOffsetPagination
 from vm_manager.api.schema import ApiAutoSchema, error_response
@@ -243,6 +243,16 @@ class ContainerViewSet(
 
     def get_object(self) -> Container:
         return object_or_404(self.get_queryset(), self.kwargs.get("pk"))
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        """Asking for a container's status is a use of it: an idle-suspended one resumes
+        (without waiting: the status shows it coming back)."""
+        container = self.get_object()
+        if container.idle_suspended:
+            idle.container_request_resume(container)
+        else:
+            idle.container_touch(container)
+        return Response(ContainerSerializer(container).data)
 
     def list(self, request: Request) -> Response:
         rows = selectors.container_rows_for_user(request.user)

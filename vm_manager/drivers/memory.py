@@ -93,6 +93,7 @@ class _FakeNode:
     capacity_disk_mb: int = 262144
     free_disk_mb: int = 262144
     guest_isolation: bool = True
+    suspend_supported: bool = True
     vms: dict[str, _FakeVM] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
 
@@ -137,6 +138,11 @@ class InMemoryNodeDriver:
     @classmethod
     def set_guest_isolation(cls, name: str, enforced: bool) -> None:
         cls.node_state(name).guest_isolation = enforced
+
+    @classmethod
+    def set_suspend_supported(cls, name: str, supported: bool) -> None:
+        """An agent without suspend: ``vm_suspend`` is refused as an older agent refuses it."""
+        cls.node_state(name).suspend_supported = supported
 
     @classmethod
     def crash_vm(cls, name: str, vm_id: str) -> None:
@@ -223,6 +229,8 @@ class InMemoryNodeDriver:
 
     async def vm_suspend(self, vm_id: str) -> VMStatus:
         vm = self._vm("vm_suspend", vm_id)
+        if not self.node_state(self.node_name).suspend_supported:
+            raise NodeBadRequest(f"node {self.node_name} cannot suspend VMs")
         if vm.state == "running":
             vm.state, vm.detail, vm.suspended = "stopped", "", True
         return vm.status()

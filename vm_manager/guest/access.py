@@ -1,6 +1,7 @@
 """Reaching a container's VM: the driver of its node, only while it can answer.
 
 Entry points: ``driver_for(container)``, ``ensure_running(container)``,
+``ensure_in_use(container)`` (a use: resumes an idle-suspended container first),
 ``running_driver(container)``, ``call(func, ...)`` (a driver coroutine from sync code, node
 errors turned into domain errors).
 """
@@ -14,6 +15,7 @@ from asgiref.sync import async_to_sync
 
 from vm_manager.drivers import NodeDriver, get_node_driver
 from vm_manager.errors import ContainerNotRunning, node_errors_as_domain_errors
+from vm_manager.idle import container_touch, container_wake
 from vm_manager.models import Container
 
 T = TypeVar("T")
@@ -34,8 +36,19 @@ def ensure_running(container: Container) -> None:
         raise ContainerNotRunning()
 
 
-def running_driver(container: Container) -> NodeDriver:
+def ensure_in_use(container: Container) -> None:
+    """A VM action is a use: record it, resume an idle-suspended container first (waiting
+    for it), then require it running like ``ensure_running``."""
+    if container.idle_suspended:
+        fresh = container_wake(container)
+        container.status, container.desired_state = fresh.status, fresh.desired_state
+    else:
+        container_touch(container)
     ensure_running(container)
+
+
+def running_driver(container: Container) -> NodeDriver:
+    ensure_in_use(container)
     return driver_for(container)
 
 

@@ -36,7 +36,7 @@ from vm_manager.errors import (
 )
 from vm_manager.models import Container
 
-from .access import driver_for, ensure_running, running_driver
+from .access import driver_for, ensure_in_use, running_driver
 from .paths import workspace_path
 from .revisions import RevisionStore, revision_store
 
@@ -155,7 +155,7 @@ def container_upload_file(container: Container, path: str, content: bytes) -> st
     """Write an uploaded file through the write path (open editors learn of it)."""
     if len(content) > settings.MAX_UPLOAD_BYTES:
         raise UploadTooLarge(f"Uploads are limited to {settings.MAX_UPLOAD_BYTES} bytes.")
-    ensure_running(container)
+    ensure_in_use(container)
     layer = get_channel_layer()
     files = files_for(container, layer)
     with node_errors_as_domain_errors():

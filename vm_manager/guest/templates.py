@@ -28,7 +28,7 @@ from vm_manager.drivers import WORKSPACE_ROOT, GuestFileNotFound, PathNotAllowed
 from vm_manager.errors import node_errors_as_domain_errors
 from vm_manager.models import Container, FileTemplate, FileTemplateItem
 
-from .access import ensure_running
+from .access import ensure_in_use
 from .files import GuestFiles, files_for, guest_path, publish, write_and_publish
 from .paths import workspace_path
 
@@ -186,7 +186,7 @@ def template_apply_to_container(
 ) -> int:
     """Write the template's files under ``dest_path`` in a running container; the file count."""
     dest = guest_path(dest_path)
-    ensure_running(container)
+    ensure_in_use(container)
     items = template_items(template)
     with node_errors_as_domain_errors():
         return async_to_sync(template_apply)(container, items, dest, clean=clean)

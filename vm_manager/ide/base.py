@@ -10,6 +10,10 @@ must match ``ALLOWED_HOSTS`` (4403); a logged-in user (4401); a free socket slot
 (refusal event, then 4429); the container visible to the user (4403, 4404). Refusals are
 audited at most once a minute per user, container and action.
 
+Then the container is marked in use (an open socket keeps it from idle auto-stop: the watchdog
+touches it every ``IDLE_RECHECK_SECONDS``); an idle-suspended container is resumed first, the
+socket sending an ``info`` event (``send_info``) and waiting for it before it proceeds.
+
 While open: every frame first passes a cheap access check (one cache read of the access
 version; the database only when the version moved or the last check is over a second old),
 so a frame that races a revocation does nothing. A ``socket.revoke`` message through the
@@ -37,6 +41,7 @@ from pequeroku.errors import DomainError
 from pequeroku.layer_guard import channel_layer_accepts
 from vm_manager.drivers import NodeError
 from vm_manager.errors import domain_error_for
+from vm_manager.idle import container_touch, container_wake
 from vm_manager.models import Container
 
 from .access import (
@@ -197,6 +202,7 @@ class ContainerSocket(AsyncWebsocketConsumer):
         self._watchdog = asyncio.create_task(self._watch(), name=f"{self.socket_name}-access")
         await self.audit("ws.connect", pk, f"{self.socket_name} connected")
         try:
+            await self._wake()
             await self.on_connected()
         except Exception as exc:
             await self._report(exc)
@@ -310,10 +316,25 @@ class ContainerSocket(AsyncWebsocketConsumer):
             return
         await self.still_allowed(force=True)
 
+    async def _wake(self) -> None:
+        """Mark the container in use; resume it (telling the client) when it sleeps."""
+        assert self.container is not None  # noqa: S101
+        if not self.container.idle_suspended:
+            await database_sync_to_async(container_touch)(self.container)
+            return
+        await self.send_info("Resuming the container after it was idle...")
+        fresh = await database_sync_to_async(container_wake)(self.container)
+        # Keep the row the access checks loaded (its node is already there for async code).
+        for name in ("status", "status_reason", "desired_state", "suspended", "last_boot"):
+            setattr(self.container, name, getattr(fresh, name))
+        await self.send_info("Container resumed")
+
     async def _watch(self) -> None:
         while not self.revoked:
             await asyncio.sleep(IDLE_RECHECK_SECONDS)
             try:
+                if self.container is not None:
+                    await database_sync_to_async(container_touch)(self.container)
                 await self.still_allowed(force=True)
             except Exception:
                 logger.warning("%s socket access re-check failed", self.socket_name, exc_info=True)
@@ -389,6 +410,11 @@ class ContainerSocket(AsyncWebsocketConsumer):
 
     async def send_error(self, message: str, req_id: Any = None) -> None:
         raise NotImplementedError
+
+    async def send_info(self, message: str) -> None:
+        """A progress notice (interfaces.md's info event); subclasses with another event shape
+        override it."""
+        await self.send_json({"type": "info", "message": message})
 
     async def send_refusal(self, message: str, code: int) -> None:
         """The event sent before a refusal's close code (default: an error event)."""

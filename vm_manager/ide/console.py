@@ -208,6 +208,12 @@ class ConsoleConsumer(ContainerSocket):
         with contextlib.suppress(Exception):  # the socket may be closing too
             await self._info("session-closed", sid, reason="the session ended")
 
+    async def send_info(self, message: str) -> None:
+        if self.raw is not None:  # raw mode: a line on the terminal
+            await self.send(text_data=f"\r\n[{message}]\r\n")
+            return
+        await self.send_json({"type": "info", "message": message})
+
     async def send_error(self, message: str, req_id: Any = None) -> None:
         if self.raw is not None:  # raw mode: no JSON on this socket, ever
             await self.send(text_data=f"\r\n[{message}]\r\n")

@@ -154,3 +154,6 @@ class EditorConsumer(ContainerSocket):
 
     async def send_error(self, message: str, req_id: Any = None) -> None:
         await self.send_json({"event": "error", "req_id": req_id, "error": message})
+
+    async def send_info(self, message: str) -> None:
+        await self.send_json({"event": "info", "message": message})
