@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from internal_config.models import AuditLog, Config
 from internal_config.services import config_set
-from vm_manager import container_actions, services
+from vm_manager import services
 from vm_manager.drivers.memory import InMemoryNodeDriver
+from vm_manager.guest import commands
 from vm_manager.idle import IDLE_REASON, container_touch
 from vm_manager.models import Container
 
@@ -103,7 +104,7 @@ def test_power_on_after_a_hard_stop_is_a_cold_boot(user, node, make_container, r
 def test_restart_stays_a_hard_stop(user, node, make_container, reconcile):
     container = running(make_container, user, node, reconcile)
 
-    container_actions.container_restart(container)
+    commands.container_restart(container)
 
     assert calls("node1", "vm_stop") == [container.vm_id]
     assert calls("node1", "vm_suspend") == []
@@ -235,7 +236,7 @@ def test_an_api_use_resumes_an_idle_suspended_container(user, node, make_contain
     reconcile()
     container.refresh_from_db()
 
-    result = container_actions.container_exec(container, "echo back")
+    result = commands.container_exec(container, "echo back")
 
     container.refresh_from_db()
     assert result["exit_code"] == 0 and "back" in result["stdout"]
