@@ -64,6 +64,8 @@ class NodeHealth(TypedDict):
     guest_isolation: bool
     guest_egress: GuestEgress
     isolation_detail: str
+    # Per image and VM shape: "ready" (creates restore it), "building", or why they cold-boot.
+    golden_snapshots: dict[str, str]
 
 
 class ExecResult(TypedDict):

@@ -131,8 +131,15 @@ def parse_health(raw: Any) -> NodeHealth:
         guest_isolation=raw.get("guest_isolation") is True,
         guest_egress=str(raw.get("guest_egress", "")),
         isolation_detail=str(raw.get("isolation_detail", ""))[:1000],
+        golden_snapshots=_golden_snapshots(raw.get("golden_snapshots")),
         **counts,  # type: ignore[typeddict-item]
     )
+
+
+def _golden_snapshots(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        return {}
+    return {str(shape)[:200]: str(state)[:1000] for shape, state in list(raw.items())[:100]}
 
 
 class HttpNodeDriver:

@@ -205,6 +205,7 @@ class InMemoryNodeDriver:
             guest_isolation=node.guest_isolation,
             guest_egress="public",
             isolation_detail="" if node.guest_isolation else "policy not in force (fake)",
+            golden_snapshots={},
         )
 
     async def vm_create(self, spec: VMSpec) -> VMStatus:
