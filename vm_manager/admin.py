@@ -233,6 +233,11 @@ class ContainerAdmin(ShownNamesAdmin):
 
     form = ContainerAdminForm
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Containers are created only by ``services.container_create`` (quota, cap, credits,
+        placement), which the API calls; a bare admin insert would skip all of it."""
+        return False
+
     def _apply_desired(self, request: HttpRequest, container: Container, state: str) -> bool:
         """The API's service (credit check under the quota lock, reconcile request), audited;
         a refusal becomes an admin error message."""

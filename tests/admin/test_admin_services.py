@@ -152,3 +152,10 @@ def test_unticking_active_in_the_quota_form_is_the_deactivate_service(
     container.refresh_from_db()
     assert container.desired_state == "stopped"
     assert AuditLog.objects.filter(action="quota.deactivate", success=True).count() == 1
+
+
+def test_the_admin_cannot_insert_a_container_past_the_create_service(admin_client, user):
+    """Quota, cap, credits and placement live in ``services.container_create``: no bare insert."""
+    response = admin_client.get(reverse("admin:vm_manager_container_add"))
+
+    assert response.status_code == 403
