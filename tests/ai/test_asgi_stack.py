@@ -8,7 +8,7 @@ from django.conf import settings
 from django.test import Client
 
 from pequeroku.asgi import application
-from tests.ai.conftest import receive_close_code, receive_until
+from tests.support.ai import receive_close_code, receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 

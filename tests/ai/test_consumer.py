@@ -10,13 +10,6 @@ import pytest
 from channels.db import database_sync_to_async
 
 from internal_config.models import AIMemory, AIUsageLog, AuditLog, Config
-from tests.ai.conftest import (
-    INPUT_PRICE,
-    MAIN_PY,
-    OUTPUT_PRICE,
-    receive_close_code,
-    receive_until,
-)
 from tests.ai.fake_provider import (
     DroppedReply,
     ErrorReply,
@@ -24,6 +17,7 @@ from tests.ai.fake_provider import (
     TextReply,
     ToolCallReply,
 )
+from tests.support.ai import INPUT_PRICE, MAIN_PY, OUTPUT_PRICE, receive_close_code, receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 

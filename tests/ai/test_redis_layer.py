@@ -12,8 +12,8 @@ from channels.layers import channel_layers, get_channel_layer
 from channels_redis.core import RedisChannelLayer
 
 from internal_config.models import AIUsageLog
-from tests.ai.conftest import receive_until
 from tests.ai.fake_provider import TextReply, ToolCallReply
+from tests.support.ai import receive_until
 
 pytestmark = [
     pytest.mark.integration,

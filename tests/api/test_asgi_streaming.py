@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.test import AsyncClient
 
-from tests.api.conftest import start_vm, workspace
+from tests.support.api import start_vm, workspace
 from vm_manager.models import ContainerType
 
 pytestmark = pytest.mark.django_db(transaction=True)

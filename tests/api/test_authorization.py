@@ -14,7 +14,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from internal_config.models import AuditLog
-from tests.api.conftest import workspace
+from tests.support.api import workspace
 from vm_manager.models import Container, FileTemplate
 
 

@@ -11,7 +11,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from internal_config.models import AuditLog, Config
-from tests.api.conftest import workspace
+from tests.support.api import workspace
 from vm_manager.models import Container, ContainerType, Node, ResourceQuota
 
 CONTAINER_FIELDS = {

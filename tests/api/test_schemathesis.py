@@ -25,7 +25,7 @@ from drf_spectacular.renderers import OpenApiJsonRenderer
 from hypothesis import HealthCheck, settings
 
 from pequeroku.wsgi import application
-from tests.api.conftest import start_vm
+from tests.support.api import start_vm
 from vm_manager.models import FileTemplate, FileTemplateItem
 
 MAX_EXAMPLES = 200

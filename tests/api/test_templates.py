@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from internal_config.models import AuditLog
-from tests.api.conftest import workspace
+from tests.support.api import workspace
 from vm_manager.models import FileTemplate, FileTemplateItem
 
 TEMPLATE_FIELDS = {

@@ -1,73 +1,17 @@
-"""Fixtures for deployment tests: a copy of the project to run scripts in, fresh PostgreSQL
-databases, free ports and a production-shaped environment."""
+"""Fixtures for deployment tests: a copy of the project to run scripts in and fresh PostgreSQL
+databases (environments, ports and process helpers are in ``tests.support.deploy``)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-# The interpreter running the tests, wherever its virtualenv lives (Poetry keeps it outside the
-# checkout by default); its bin/ also holds the python the scripts under test find on PATH.
-VENV_BIN = Path(sys.executable).parent
-PG_HOST = os.environ.get("PEQUEROKU_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = os.environ.get("PEQUEROKU_TEST_PG_PORT", "5432")
-PG_USER = os.environ.get("PEQUEROKU_TEST_PG_USER", "postgres")
-REDIS_URL = os.environ.get("PEQUEROKU_TEST_REDIS", "redis://127.0.0.1:6379/15")
-
-COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", ".local", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache",
-    "staticfiles", "media", "db.sqlite3*", ".env", "*.egg-info", "htmlcov", ".coverage",
-)  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def parse_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip()
-    return values
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    """A clean environment: the project's venv first on PATH, nothing inherited from the
-    developer's shell that could change the settings."""
-    env = {
-        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "LANG": "C.UTF-8",
-    }
-    env.update(extra)
-    return env
-
-
-def production_env(**extra: str) -> dict[str, str]:
-    """.env.example with a real secret, as an operator would fill it in."""
-    env = base_env(**parse_env_file(REPO / ".env.example"))
-    env["SECRET_KEY"] = secrets.token_urlsafe(50)
-    env.update(extra)
-    return env
+from tests.support.deploy import COPY_IGNORE, PG_HOST, PG_PORT, pg_admin
+from tests.support.host import REPO
 
 
 @pytest.fixture
@@ -79,61 +23,13 @@ def project_copy(tmp_path: Path) -> Path:
     return target
 
 
-def _pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True
-    ) as conn:
-        conn.execute(sql)
-
-
 @pytest.fixture
 def fresh_pg_database() -> Iterator[str]:
     """A new, empty PostgreSQL database, dropped afterwards."""
     name = f"pequeroku_deploy_{secrets.token_hex(4)}"
     try:
-        _pg_admin(f'CREATE DATABASE "{name}"')
+        pg_admin(f'CREATE DATABASE "{name}"')
     except Exception as exc:
         pytest.skip(f"PostgreSQL at {PG_HOST}:{PG_PORT} does not answer: {exc}")
     yield name
-    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def pg_env(database: str) -> dict[str, str]:
-    return {
-        "DB_NAME": database,
-        "DB_USER": PG_USER,
-        "DB_PASSWORD": "",
-        "DB_HOST": PG_HOST,
-        "DB_PORT": PG_PORT,
-    }
-
-
-def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
-    """SIGTERM the process group (the process was started in its own session), then KILL."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        return proc.wait(timeout=10)
-
-
-def wait_for(
-    predicate: Callable[[], bool],
-    timeout: float,
-    proc: subprocess.Popen[bytes] | None = None,
-    describe: Callable[[], str] = lambda: "",
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited with {proc.returncode}\n{describe()}")
-        with contextlib.suppress(httpx.HTTPError, OSError):
-            if predicate():
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g} s\n{describe()}")
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from .conftest import REPO, VENV_BIN, production_env
+from tests.support.deploy import VENV_BIN, production_env
+from tests.support.host import REPO
 
 
 def check_deploy(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,8 @@ import re
 
 import yaml
 
-from .conftest import REPO, parse_env_file
+from tests.support.deploy import parse_env_file
+from tests.support.host import REPO
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]

@@ -9,7 +9,7 @@ import re
 import sys
 import tomllib
 
-from .conftest import REPO
+from tests.support.host import REPO
 
 PACKAGES = ("pequeroku", "vm_manager", "internal_config", "ai_services", "node_agent")
 

@@ -23,7 +23,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .conftest import REDIS_URL, REPO, free_port, pg_env, wait_for
+from tests.support.deploy import REDIS_URL, pg_env, wait_for
+from tests.support.host import REPO, free_port
 
 pytestmark = [
     pytest.mark.integration,

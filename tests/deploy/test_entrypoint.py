@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import REDIS_URL, free_port, pg_env, production_env, stop_group, wait_for
+from tests.support.deploy import REDIS_URL, pg_env, production_env, stop_group, wait_for
+from tests.support.host import free_port
 
 HTTPS = {"X-Forwarded-Proto": "https"}  # as the TLS-terminating proxy of .env.example sends
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from .conftest import PG_HOST, PG_PORT, PG_USER, REPO, VENV_BIN, base_env, pg_env
+from tests.support.deploy import PG_HOST, PG_PORT, PG_USER, VENV_BIN, base_env, pg_env
+from tests.support.host import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from .conftest import REPO, VENV_BIN, base_env, free_port, stop_group, wait_for
+from tests.support.deploy import VENV_BIN, base_env, stop_group, wait_for
+from tests.support.host import REPO, free_port
 
 SAMPLE = REPO / "deploy" / "nginx" / "pequeroku.conf"
 NGINX = shutil.which("nginx") or next(

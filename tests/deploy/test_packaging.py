@@ -11,7 +11,8 @@ import subprocess
 import pytest
 import yaml
 
-from .conftest import REPO, parse_env_file
+from tests.support.deploy import parse_env_file
+from tests.support.host import REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 SCRIPTS = ["entrypoint.sh", "scripts/run-local.sh"]

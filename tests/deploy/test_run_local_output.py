@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import base_env, free_port, stop_group
+from tests.support.deploy import base_env, stop_group
+from tests.support.host import free_port
 
 IMAGE_DIR = Path(
     os.environ.get("PEQUEROKU_IMAGE_DIR", Path.home() / ".cache" / "pequeroku" / "images")

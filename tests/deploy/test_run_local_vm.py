@@ -25,7 +25,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from .conftest import REPO, free_port, wait_for
+from tests.support.deploy import wait_for
+from tests.support.host import REPO, free_port
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
 

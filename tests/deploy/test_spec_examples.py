@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import VENV_BIN, base_env, free_port, stop_group, wait_for
+from tests.support.deploy import VENV_BIN, base_env, stop_group, wait_for
+from tests.support.host import free_port
 
 # The environment of the spec's "Run (example)": docker run -p 8000:8000 -e ... (its database
 # and Redis hosts are compose service names; nothing here needs them to answer).

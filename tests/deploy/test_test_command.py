@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import base_env
+from tests.support.deploy import base_env
 
 
 def virtualenv_outside(target: Path) -> Path:

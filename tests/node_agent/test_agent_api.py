@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from node_agent.qemu import PortRegistry, qemu_alive
+from tests.support.host import free_port
 from vm_manager.drivers import (
     NodeAuthError,
     NodeBadRequest,
@@ -22,8 +23,6 @@ from vm_manager.drivers import (
     VMNotRunning,
 )
 from vm_manager.drivers.http import HttpNodeDriver
-
-from .conftest import free_port
 
 SPEC = {"vm_id": "vm1", "vcpus": 1, "memory_mb": 256, "disk_gib": 2, "image": "default"}
 ESCAPES = ["../etc/passwd", "/etc/passwd", "/app/../etc", "/application", "a\x00b"]

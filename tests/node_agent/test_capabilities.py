@@ -12,9 +12,8 @@ import shutil
 import pytest
 import yaml
 
+from tests.support.host import REPO
 from vm_manager.drivers import NodeUnavailable
-
-from .conftest import REPO
 
 SPEC = {"vm_id": "vm1", "vcpus": 1, "memory_mb": 128, "disk_gib": 1, "image": "default"}
 

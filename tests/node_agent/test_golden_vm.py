@@ -17,9 +17,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from tests.support.agents import AgentProcess, kill_vms, spawn_agent, vm_spec
 from vm_manager.drivers.http import HttpNodeDriver
-
-from .conftest import AgentProcess, kill_vms, spawn_agent, vm_spec
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 

@@ -35,8 +35,7 @@ from pathlib import Path
 import pytest
 
 from node_agent.qemu import process_uid, read_pid
-
-from .conftest import AgentProcess, boot, kill_vms, spawn_agent
+from tests.support.agents import AgentProcess, boot, kill_vms, spawn_agent
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 

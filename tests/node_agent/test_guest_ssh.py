@@ -19,8 +19,7 @@ from node_agent.errors import (
     PathNotAllowedError,
     SSHNotReadyError,
 )
-
-from .conftest import INSTANCE_ID
+from tests.support.fake_guest import INSTANCE_ID
 
 
 async def test_banner_probe_sees_ssh(fake_guest):

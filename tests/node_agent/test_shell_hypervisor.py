@@ -16,10 +16,9 @@ import pytest
 from node_agent.app import create_app as create_qemu_app
 from node_agent.config import AgentConfig
 from node_agent.shell_hypervisor import create_app as create_shell_app
+from tests.support.agents import AgentProcess, vm_spec
 from vm_manager.drivers import GuestFileNotFound, PathNotAllowed, VMNotFound, VMNotRunning
 from vm_manager.drivers.http import HttpNodeDriver
-
-from .conftest import AgentProcess, vm_spec
 
 
 @pytest.fixture

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from node_agent.qemu import qemu_alive, read_pid
+from tests.support.agents import AgentProcess, boot, kill_vms, spawn_agent, wait_ssh_ready
 from vm_manager.drivers.http import HttpNodeDriver
-
-from .conftest import AgentProcess, boot, kill_vms, spawn_agent, wait_ssh_ready
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 

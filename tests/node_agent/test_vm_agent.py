@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from node_agent.qemu import VMFiles, qemu_alive, read_pid
+from tests.support.agents import AgentProcess, boot, kill_vms, spawn_agent, wait_ssh_ready
 from vm_manager.drivers import (
     GuestFileNotFound,
     NodeBadRequest,
@@ -32,8 +33,6 @@ from vm_manager.drivers import (
 )
 from vm_manager.drivers.base import GuestFileTooLarge
 from vm_manager.drivers.http import HttpNodeDriver
-
-from .conftest import AgentProcess, boot, kill_vms, spawn_agent, wait_ssh_ready
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 

@@ -1,4 +1,4 @@
-"""Fixtures for the reconciler: a run helper and the in-memory node's call log."""
+"""Fixtures for the reconciler: a run helper."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from typing import Any
 
 import pytest
 
-from vm_manager.drivers.memory import InMemoryNodeDriver
-from vm_manager.models import Container
 from vm_manager.reconciler import ReconcileReport, reconcile_once
 
 
@@ -18,12 +16,3 @@ def reconcile() -> Callable[..., ReconcileReport]:
         return reconcile_once(list(ids) if ids else None, **kwargs)
 
     return run
-
-
-def calls(node_name: str, op: str) -> list[str]:
-    return [vm for name, vm in InMemoryNodeDriver.node_state(node_name).calls if name == op]
-
-
-def vm_state(node_name: str, container: Container) -> str | None:
-    vm = InMemoryNodeDriver.node_state(node_name).vms.get(container.vm_id)
-    return vm.state if vm else None

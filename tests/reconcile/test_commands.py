@@ -13,10 +13,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from tests.support.reconcile import vm_state
 from vm_manager.drivers.memory import InMemoryNodeDriver
 from vm_manager.models import Container, Node
-
-from .conftest import vm_state
 
 REPO = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(

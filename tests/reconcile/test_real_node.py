@@ -15,7 +15,8 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from node_agent.qemu import qemu_alive, read_pid
-from tests.node_agent.conftest import TOKEN, AgentProcess, guest_image_dir, start_agent, token
+from tests.support.agents import TOKEN, AgentProcess
+from tests.support.fixtures.agents import guest_image_dir, start_agent, token
 from vm_manager import services
 from vm_manager.drivers import get_node_driver
 from vm_manager.models import Container, ContainerType

@@ -9,11 +9,10 @@ import time
 import pytest
 
 from internal_config.models import AuditLog
+from tests.support.reconcile import vm_state
 from vm_manager import services
 from vm_manager.models import Container, ContainerType
 from vm_manager.reconciler import ReconcileRequests, reconcile_requests_idle
-
-from .conftest import vm_state
 
 
 def wait_for(predicate, timeout: float = 20.0) -> bool:

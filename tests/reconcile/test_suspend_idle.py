@@ -11,13 +11,12 @@ from django.utils import timezone
 
 from internal_config.models import AuditLog, Config
 from internal_config.services import config_set
+from tests.support.reconcile import calls, vm_state
 from vm_manager import services
 from vm_manager.drivers.memory import InMemoryNodeDriver
 from vm_manager.guest import commands
 from vm_manager.idle import IDLE_REASON, container_touch
 from vm_manager.models import Container
-
-from .conftest import calls, vm_state
 
 S = Container.Status
 D = Container.DesiredState

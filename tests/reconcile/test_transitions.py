@@ -9,13 +9,12 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from internal_config.models import AuditLog
+from tests.support.reconcile import calls, vm_state
 from vm_manager import services
 from vm_manager.drivers import NodeBadRequest, get_node_driver
 from vm_manager.drivers.memory import InMemoryNodeDriver
 from vm_manager.models import Container
 from vm_manager.reconciler import BACKOFF_CAP_SECONDS, backoff_seconds
-
-from .conftest import calls, vm_state
 
 S = Container.Status
 pytestmark = pytest.mark.django_db

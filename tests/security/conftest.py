@@ -5,11 +5,8 @@ Each test performs the attack and asserts it no longer works; each failed on 6fa
 
 from __future__ import annotations
 
-import base64
-
 # The API's fixtures (a running container on the in-memory node, teams), shared here.
-from tests.api.conftest import client_for, running_container, team, teammate  # noqa: F401
+from tests.support.fixtures.api import client_for, running_container, team, teammate
 
-
-def basic(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+# Fixtures defined in tests.support, registered here by name.
+__all__ = ["client_for", "running_container", "team", "teammate"]

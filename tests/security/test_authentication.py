@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
 from internal_config.models import AuditLog
-from tests.security.conftest import basic
+from tests.support.api import basic
 
 pytestmark = pytest.mark.django_db
 

@@ -11,12 +11,11 @@ import pytest
 from channels.db import database_sync_to_async
 
 from internal_config.models import AuditLog
+from tests.support.sockets import close_code, communicator, event_where, next_event, stream_until
 from vm_manager.drivers.memory import InMemoryNodeDriver, _PtyTerminal
 from vm_manager.ide.console import ConsoleConsumer
 from vm_manager.ide.terminals import ConsoleSessions
 from vm_manager.models import Container
-
-from .conftest import close_code, communicator, event_where, next_event, stream_until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -12,17 +12,10 @@ import pytest
 from channels.db import database_sync_to_async
 
 from internal_config.models import AuditLog
+from tests.support.sockets import close_code, event_where, next_event, session_cookie, start_vm
 from vm_manager.drivers.memory import InMemoryNodeDriver
 from vm_manager.ide import files as editor_service
 from vm_manager.models import Container, Team, TeamMembership
-
-from .conftest import (
-    close_code,
-    event_where,
-    next_event,
-    session_cookie,
-    start_vm,
-)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

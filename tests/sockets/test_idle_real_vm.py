@@ -14,12 +14,12 @@ from django.utils import timezone
 
 from internal_config.services import config_set
 from node_agent.qemu import qemu_alive, read_pid
+from tests.support.sockets import next_event, stream_until
 from vm_manager.drivers import get_node_driver
 from vm_manager.idle import IDLE_REASON
 from vm_manager.models import Container
 from vm_manager.reconciler import reconcile_once
 
-from .conftest import next_event, stream_until
 from .test_real_vm import GUEST_TIMEOUT, agent, guest_container, guest_image_dir, start_agent, token
 
 __all__ = ["agent", "guest_container", "guest_image_dir", "start_agent", "token"]  # fixtures

@@ -7,11 +7,10 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 
+from tests.support.sockets import next_event, stream_until
 from vm_manager.drivers.memory import InMemoryNodeDriver
 from vm_manager.idle import IDLE_REASON
 from vm_manager.models import Container
-
-from .conftest import next_event, stream_until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

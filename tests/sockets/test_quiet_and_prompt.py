@@ -13,10 +13,10 @@ from channels.db import database_sync_to_async
 from uvicorn.protocols.utils import ClientDisconnected
 
 from internal_config.models import AuditLog
+from tests.support.sockets import communicator, event_where, next_event
 from vm_manager.ide import editor as editor_socket
 from vm_manager.ide.editor import EditorConsumer
 
-from .conftest import communicator, event_where, next_event
 from .test_editor import template_applied
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]

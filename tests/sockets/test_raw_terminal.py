@@ -11,9 +11,8 @@ import time
 import pytest
 from channels.testing import WebsocketCommunicator
 
+from tests.support.sockets import close_code, communicator
 from vm_manager.models import Container
-
-from .conftest import close_code, communicator
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 

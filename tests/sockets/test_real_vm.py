@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.node_agent.conftest import TOKEN, AgentProcess, guest_image_dir, start_agent, token
+from tests.support.agents import TOKEN, AgentProcess
+from tests.support.fixtures.agents import guest_image_dir, start_agent, token
+from tests.support.sockets import event_where, next_event, stream_until
 from vm_manager.models import Container, ContainerType
 from vm_manager.reconciler import reconcile_once
 from vm_manager.services import node_register
 
-from .conftest import event_where, next_event, stream_until
 from .test_editor import template_applied
 from .test_raw_terminal import check_echo_42_typed_key_by_key, check_resize_changes_stty_size
 

@@ -15,9 +15,9 @@ import redis
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer
 
+from tests.support.sockets import next_event
 from vm_manager.guest.revisions import RedisRevisionStore, revision_store
 
-from .conftest import next_event
 from .test_editor import check_fifty_editors_receive_one_file_changed, path_of, request
 
 pytestmark = [

@@ -11,10 +11,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from ai_services.agents.tools import ToolContext, tool_run
+from tests.support.sockets import event_where
 from vm_manager.guest.access import driver_for
 from vm_manager.models import Container, FileTemplate, FileTemplateItem
 
-from .conftest import event_where
 from .test_editor import connected_editor, request
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]

@@ -1,6 +1,6 @@
 """The AI socket's fixtures (a local OpenAI-compatible provider, a running container)."""
 
-from tests.ai.conftest import (  # noqa: F401
+from tests.support.fixtures.ai import (
     ai_config,
     container_type,
     fake_provider,
@@ -8,3 +8,13 @@ from tests.ai.conftest import (  # noqa: F401
     running_container,
     set_ai_uses,
 )
+
+# Fixtures defined in tests.support, registered here by name.
+__all__ = [
+    "ai_config",
+    "container_type",
+    "fake_provider",
+    "open_ai_socket",
+    "running_container",
+    "set_ai_uses",
+]

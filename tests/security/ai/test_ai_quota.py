@@ -13,8 +13,8 @@ from channels.layers import get_channel_layer
 
 from ai_services.consumers import uses_group
 from internal_config.models import AIUsageLog
-from tests.ai.conftest import receive_until
 from tests.ai.fake_provider import DroppedReply, TextReply, ToolCallReply
+from tests.support.ai import receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 

@@ -1,6 +1,6 @@
 """The IDE sockets' fixtures (committed rows, session cookies, communicators), shared here."""
 
-from tests.sockets.conftest import (  # noqa: F401
+from tests.support.fixtures.sockets import (
     _fresh_revisions,
     alice_cookie,
     bob_cookie,
@@ -10,3 +10,15 @@ from tests.sockets.conftest import (  # noqa: F401
     seeded,
     workspace,
 )
+
+# Fixtures defined in tests.support, registered here by name.
+__all__ = [
+    "_fresh_revisions",
+    "alice_cookie",
+    "bob_cookie",
+    "container_type",
+    "open_socket",
+    "running_container",
+    "seeded",
+    "workspace",
+]

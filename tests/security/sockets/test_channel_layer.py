@@ -15,8 +15,8 @@ import pytest
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer
 
-from tests.sockets.conftest import next_event
 from tests.sockets.test_editor import connected_editor, request
+from tests.support.sockets import next_event
 from vm_manager.ide.editor import group_name
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]

@@ -10,7 +10,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from internal_config.models import AuditLog
-from tests.sockets.conftest import communicator, event_where, next_event
+from tests.support.sockets import communicator, event_where, next_event
 from vm_manager.ide.limits import socket_slots, terminal_slots
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]

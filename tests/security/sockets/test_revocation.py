@@ -16,7 +16,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from internal_config.models import AuditLog
-from tests.sockets.conftest import communicator, next_event
+from tests.support.sockets import communicator, next_event
 from vm_manager import services
 from vm_manager.ide import base
 from vm_manager.models import Container, ResourceQuota, Team, TeamMembership
