@@ -47,10 +47,16 @@ def guest_handler(workspace: Path, id_file: Path) -> Callable[..., Awaitable[Non
         assert local.stdin and local.stdout and local.stderr
 
         async def feed() -> None:
-            while data := await process.stdin.read(65536):
-                local.stdin.write(data)
-                await local.stdin.drain()
-            local.stdin.close()
+            # A command may exit without reading all its input (a refused path): like sshd,
+            # drop the rest instead of failing the session.
+            try:
+                while data := await process.stdin.read(65536):
+                    local.stdin.write(data)
+                    await local.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            finally:
+                local.stdin.close()
 
         async def pump(source: asyncio.StreamReader, sink: asyncssh.SSHWriter[bytes]) -> None:
             while data := await source.read(65536):
