@@ -42,8 +42,11 @@ redis_hostport=${redis_hostport%%/*}
 if answers "$PG_HOST" "$PG_PORT" && answers "${redis_hostport%%:*}" "${redis_hostport##*:}"; then
   echo "== integration tests (PostgreSQL $PG_HOST:$PG_PORT, Redis $REDIS_URL_TEST)"
   set +e
+  # Coverage appends to the first run's: the report counts what either run exercised.
   PEQUEROKU_TEST_POSTGRES=1 PEQUEROKU_TEST_REDIS="$REDIS_URL_TEST" \
-    .venv/bin/python -m pytest -m integration "$@"
+    .venv/bin/python -m pytest -m integration \
+    --cov=vm_manager --cov=internal_config --cov=ai_services --cov=node_agent --cov-append \
+    --cov-report=term:skip-covered "$@"
   status=$?
   set -e
   # 5 = nothing selected (e.g. -k matched no integration test): not a failure.

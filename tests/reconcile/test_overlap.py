@@ -88,7 +88,7 @@ def test_two_overlapping_runs_create_and_start_each_container_once(user, make_no
     assert not Container.objects.exclude(claim_token="").exists()
 
 
-def test_two_overlapping_runs_stop_each_container_once(user, make_node, container_type):
+def test_two_overlapping_runs_power_off_each_container_once(user, make_node, container_type):
     node = make_node("a")
     InMemoryNodeDriver.set_capacity("a", vcpus=1000, mem_mb=1 << 24)
     Container.objects.bulk_create(
@@ -100,7 +100,7 @@ def test_two_overlapping_runs_stop_each_container_once(user, make_node, containe
 
     reports = run_concurrently()
 
-    stops = per_vm("vm_stop", "a")
+    stops = per_vm("vm_suspend", "a")  # power-off suspends where the node can
     assert len(stops) == 30
     assert set(stops.values()) == {1}
     assert sum(r.stopped for r in reports) == 30
