@@ -144,8 +144,27 @@ if ! $bb mount -t ext4 -o rw,noatime "$root" /newroot; then
     echo "initramfs: cannot mount $root" >/dev/console
     $bb poweroff -f
 fi
+# The real root's API filesystems, /dev links and runtime dirs, made here by static busybox
+# (each dynamically linked tool the root would run costs ~0.1 s under TCG). Moved, as Debian's
+# initramfs does, so an init that mounts them itself (systemd) finds them in place.
+$bb mkdir -p /dev/pts /dev/shm
+$bb mount -t devpts -o nosuid,noexec,gid=5,mode=620,ptmxmode=000 devpts /dev/pts
+$bb mount -t tmpfs -o nosuid,nodev tmpfs /dev/shm
+$bb ln -sfn /proc/self/fd /dev/fd
+$bb ln -sfn /proc/self/fd/0 /dev/stdin
+$bb ln -sfn /proc/self/fd/1 /dev/stdout
+$bb ln -sfn /proc/self/fd/2 /dev/stderr
 $bb mount --move /dev /newroot/dev
-$bb umount /proc
+$bb mount -t sysfs -o nosuid,nodev,noexec sysfs /newroot/sys
+$bb mount -t tmpfs -o nosuid,nodev,mode=755,size=20% tmpfs /newroot/run
+$bb mkdir -p /newroot/run/sshd /newroot/run/lock /newroot/run/pequeroku
+: >/newroot/run/pequeroku/api-mounted
+# The image ships no machine id: each VM makes its own on its first boot (kept on its disk).
+if [ ! -s /newroot/etc/machine-id ]; then
+    read -r uuid </proc/sys/kernel/random/uuid
+    echo "${uuid//-/}" >/newroot/etc/machine-id
+fi
+$bb mount --move /proc /newroot/proc
 exec $bb switch_root /newroot "$init"
 EOF
     chmod 755 "$tree/init" "$tree/bin/busybox"
@@ -186,25 +205,24 @@ EOF
 #!/bin/sh
 # What systemd's early units did, for the little this guest needs: API filesystems, /dev links,
 # hostname, machine id; then identity, keys and network (pequeroku-guest-init).
-mount -t proc -o nosuid,nodev,noexec proc /proc
-mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
-mount -t tmpfs -o nosuid,nodev,mode=755,size=20% tmpfs /run
-mkdir -p /dev/pts /dev/shm /run/sshd /run/lock
-mount -t devpts -o nosuid,noexec,gid=5,mode=620,ptmxmode=000 devpts /dev/pts
-mount -t tmpfs -o nosuid,nodev tmpfs /dev/shm
-mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup 2>/dev/null
-ln -sfn /proc/self/fd /dev/fd
-ln -sfn /proc/self/fd/0 /dev/stdin
-ln -sfn /proc/self/fd/1 /dev/stdout
-ln -sfn /proc/self/fd/2 /dev/stderr
-ln -sfn pts/ptmx /dev/ptmx 2>/dev/null
-read -r host </etc/hostname && echo "$host" >/proc/sys/kernel/hostname
-if [ ! -s /etc/machine-id ]; then
-    read -r uuid </proc/sys/kernel/random/uuid
-    echo "$uuid" | tr -d - >/etc/machine-id
+# The image's initramfs has mounted them already; another one (Debian's) has not.
+if [ ! -e /run/pequeroku/api-mounted ]; then
+    mount -t proc -o nosuid,nodev,noexec proc /proc
+    mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+    mount -t tmpfs -o nosuid,nodev,mode=755,size=20% tmpfs /run
+    mkdir -p /dev/pts /dev/shm /run/sshd /run/lock
+    mount -t devpts -o nosuid,noexec,gid=5,mode=620,ptmxmode=000 devpts /dev/pts
+    mount -t tmpfs -o nosuid,nodev tmpfs /dev/shm
+    ln -sfn /proc/self/fd /dev/fd
+    ln -sfn /proc/self/fd/0 /dev/stdin
+    ln -sfn /proc/self/fd/1 /dev/stdout
+    ln -sfn /proc/self/fd/2 /dev/stderr
 fi
-: >/var/run/utmp 2>/dev/null
+read -r host </etc/hostname && echo "$host" >/proc/sys/kernel/hostname
+: >/run/utmp
 /usr/local/sbin/pequeroku-guest-init
+# Not needed before sshd answers.
+mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup 2>/dev/null &
 EOF
     cat >"$rootfs/usr/local/sbin/pequeroku-shutdown" <<'EOF'
 #!/bin/sh
@@ -259,16 +277,20 @@ hostkey=/etc/ssh/ssh_host_ed25519_key
 rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
 if [ -r "$fw/ssh_host_ed25519_key/raw" ]; then
     (umask 077; cat "$fw/ssh_host_ed25519_key/raw" >"$hostkey")
-    ssh-keygen -y -f "$hostkey" >"$hostkey.pub"
+    # sshd needs only the private key: the public one (for users) is written meanwhile.
+    ssh-keygen -y -f "$hostkey" >"$hostkey.pub" &
 else
     ssh-keygen -q -t ed25519 -N '' -f "$hostkey"
 fi
-ip link set lo up
-ip link set eth0 up
-ip addr replace 10.0.2.15/24 dev eth0
-ip route replace default via 10.0.2.2
-# The overlay's virtual size is the container type's disk; grow the filesystem into it.
-resize2fs /dev/vda >/dev/null 2>&1 || true
+ip -batch - <<'NET'
+link set lo up
+link set eth0 up
+addr replace 10.0.2.15/24 dev eth0
+route replace default via 10.0.2.2
+NET
+# The overlay's virtual size is the container type's disk; grow the filesystem into it (online,
+# while sshd starts: the size shows a moment after the first login at the latest).
+setsid resize2fs /dev/vda </dev/null >/dev/null 2>&1 &
 EOF
 chmod 755 "$rootfs/usr/local/sbin/pequeroku-guest-init"
 
@@ -323,8 +345,10 @@ chroot "$rootfs" /bin/sh -ec '
     apt-get clean
 '
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
-# No host key in the image: each VM gets its own at boot (see pequeroku-guest-init).
+# No host key in the image: each VM gets its own at boot (see pequeroku-guest-init); nor a
+# machine id: each VM makes its own (the initramfs; systemd, when it is the init).
 rm -f "$rootfs"/etc/ssh/ssh_host_*
+: >"$rootfs/etc/machine-id"
 
 echo "build-guest-image: writing ext4 ($size) and qcow2"
 mke2fs -q -t ext4 -L pequeroku-root -d "$rootfs" "$work/rootfs.raw" "$size"
