@@ -724,8 +724,27 @@ class VMManager:
         return vm
 
     async def guest(self, vm_id: str) -> asyncssh.SSHClientConnection:
-        """The verified SSH connection of a running VM (opened now if the warm-up has not)."""
-        return await self._running(vm_id).guest.get()
+        """The verified SSH connection of a running VM (opened now if the warm-up has not).
+
+        While the warm-up still waits for a cold-booting guest's sshd, it opens the connection:
+        one of ours would be forwarded to a guest whose network is not up yet, where slirp holds
+        it for seconds (up to the connect timeout), and it would hold the connection's lock, so
+        the warm-up's login (the moment sshd answers) would wait behind it. (A restored guest's
+        sshd already listens: the warm-up connects at once and we wait on the lock.)
+        """
+        vm = self._running(vm_id)
+        deadline = time.monotonic() + guest.CONNECT_TIMEOUT
+        while (
+            vm.record.last_boot == "cold"
+            and not vm.guest.ready()
+            and vm.warmup is not None
+            and not vm.warmup.done()
+        ):
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(WARMUP_INTERVAL)
+            vm = self._running(vm_id)
+        return await vm.guest.get()
 
 
 async def _constant(value: str) -> str:
