@@ -175,7 +175,9 @@ EOF
 # The guest's init: busybox init (PID 1, reaps orphans, runs the shutdown actions) with an
 # inittab that mounts the API filesystems, runs pequeroku-guest-init, then keeps sshd and acpid
 # running. systemd stays installed (boot with init=/lib/systemd/systemd to use it) but is not
-# PID 1: its boot alone cost more than this whole path under TCG.
+# PID 1: its boot alone cost more than this whole path under TCG. A guest daemon that must run
+# from boot is one more "::respawn:" line in the inittab (systemd units do not run), and a
+# device it needs has its module in BOOT_MODULES (there is no udev to load it).
 install_guest_init() {
     local rootfs="$1" dir="$1/usr/lib/pequeroku"
     mkdir -p "$dir"
