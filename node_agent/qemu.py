@@ -74,8 +74,9 @@ def qemu_binary(arch: str | None = None) -> str:
 # The machine every VM gets, in one place: its devices (``virtio_device``), the saved states and
 # golden snapshots made under it (``state_key``) and the KVM probe follow it.
 MACHINE = "q35"
-# Under TCG a microvm has no clocksource without the PIT (the kernel hangs calibrating the TSC);
-# ACPI stays on so QMP ``system_powerdown`` (the graceful stop) reaches the guest.
+# ACPI stays on so QMP ``system_powerdown`` (the graceful stop) reaches the guest. Under TCG
+# the kernel still hangs calibrating its TSC (measured with pit=on) unless its command line has
+# ``tsc_early_khz=``: q35 stays the default (docs/node-agent.md, "Cold boot").
 MICROVM_OPTIONS = "acpi=on,pit=on,pic=on,rtc=on"
 
 
