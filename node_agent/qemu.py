@@ -70,6 +70,32 @@ def qemu_binary(arch: str | None = None) -> str:
     return shutil.which(name) or name
 
 
+# -- boot path: machine, kernel, initramfs, command line ----------------------------------------
+# The machine every VM gets, in one place: its devices (``virtio_device``), the saved states and
+# golden snapshots made under it (``state_key``) and the KVM probe follow it.
+MACHINE = "q35"
+# ACPI stays on so QMP ``system_powerdown`` (the graceful stop) reaches the guest. Under TCG
+# the kernel still hangs calibrating its TSC (measured with pit=on) unless its command line has
+# ``tsc_early_khz=``: q35 stays the default (docs/node-agent.md, "Cold boot").
+MICROVM_OPTIONS = "acpi=on,pit=on,pic=on,rtc=on"
+
+
+def machine_type() -> str:
+    """The ``-M`` value: the machine and, for microvm, its options."""
+    return f"microvm,{MICROVM_OPTIONS}" if MACHINE == "microvm" else MACHINE
+
+
+def virtio_device(kind: str) -> str:
+    """The virtio device of ``kind`` ("blk", "net", "rng", "serial") on this machine's bus:
+    PCI on q35, MMIO on microvm."""
+    return f"virtio-{kind}-device" if MACHINE == "microvm" else f"virtio-{kind}-pci"
+
+
+# The kernel an image boots: an uncompressed ``vmlinux`` (QEMU enters it through PVH, so the
+# guest decompresses nothing: seconds under TCG), or the compressed ``vmlinuz`` of older images.
+KERNEL_FILES = ("vmlinux", "vmlinuz")
+
+
 @dataclass(frozen=True)
 class BootImage:
     name: str
@@ -77,21 +103,31 @@ class BootImage:
     initrd: Path
     rootfs: Path
     cmdline: str
+    build_key: str = ""  # the image build's own key (manifest.json), when it has one
 
     @classmethod
     def load(cls, image_dir: Path, name: str) -> BootImage:
         base = image_dir / name
-        files = {key: base / key for key in ("vmlinuz", "initrd.img", "rootfs.qcow2", "cmdline")}
-        missing = [key for key, path in files.items() if not path.is_file()]
-        if missing:
+        kernel = next((base / f for f in KERNEL_FILES if (base / f).is_file()), None)
+        files = {k: base / k for k in ("initrd.img", "rootfs.qcow2", "cmdline")}
+        missing = [] if kernel else ["vmlinux"]
+        missing += [key for key, path in files.items() if not path.is_file()]
+        if missing or kernel is None:
             raise ImageNotFoundError(f"image {name!r} is incomplete: missing {', '.join(missing)}")
+        build_key = ""
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            build_key = str(json.loads((base / "manifest.json").read_text()).get("build_key", ""))
         return cls(
             name=name,
-            kernel=files["vmlinuz"],
+            kernel=kernel,
             initrd=files["initrd.img"],
             rootfs=files["rootfs.qcow2"],
             cmdline=files["cmdline"].read_text().strip(),
+            build_key=build_key,
         )
+
+
+# -- end of boot path ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -200,8 +236,8 @@ async def virtual_size(image: Path) -> int:
 
 def accel_args(accel: str) -> list[str]:
     if accel == "kvm":
-        return ["-accel", "kvm", "-M", "q35", "-cpu", "host"]
-    return ["-accel", "tcg", "-M", "q35"]
+        return ["-accel", "kvm", "-M", machine_type(), "-cpu", "host"]
+    return ["-accel", "tcg", "-M", machine_type()]
 
 
 def kvm_gid() -> int | None:
@@ -347,14 +383,14 @@ def qemu_command(
         "-blockdev",
         "driver=qcow2,node-name=disk,file=disk-file,backing=base",
         "-device",
-        "virtio-blk-pci,drive=disk",
+        f"{virtio_device('blk')},drive=disk",
         "-netdev",
         netdev,
         "-device",
-        "virtio-net-pci,netdev=n0",
+        f"{virtio_device('net')},netdev=n0",
         # Guests otherwise wait for entropy at boot (sshd, systemd-random-seed) under TCG.
         "-device",
-        "virtio-rng-pci",
+        virtio_device("rng"),
         # A generation id of this VM's own: a guest restored from a golden snapshot sees it
         # change and reseeds its kernel RNG at once (Linux vmgenid), so clones never share it.
         "-device",
@@ -590,8 +626,9 @@ async def finish_restore(sock: Path, pid: int, instance_id: str, timeout: float 
 
 
 _QEMU_VERSION: dict[str, str] = {}
-# The devices ``qemu_command`` gives a VM: a saved state only loads into the same set.
-MACHINE_LAYOUT = "q35 virtio-blk virtio-net virtio-rng vmgenid fw_cfg ringbuf-serial/1"
+# The devices ``qemu_command`` gives a VM (the machine itself is in ``accel_args``): a saved
+# state only loads into the same set.
+MACHINE_LAYOUT = "virtio-blk virtio-net virtio-rng vmgenid fw_cfg ringbuf-serial/1"
 
 
 def qemu_version() -> str:
@@ -615,15 +652,18 @@ def _file_tag(path: Path) -> str:
 def state_key(image: BootImage, accel: str, vcpus: int, memory_mb: int) -> str:
     """What a saved state depends on: restoring it under anything else is refused.
 
-    The QEMU build, the machine and accelerator, the VM's size, and the image's kernel,
-    initrd, root disk and command line (a rebuilt image changes their size or mtime).
+    The QEMU build, the machine (type, options, bus) and accelerator, the VM's size, and the
+    image: its build key, kernel (which file, size, mtime), initrd, root disk and command line.
+    Golden snapshots are keyed the same way, so none survives a change of any of these.
     """
     parts = [
         MACHINE_LAYOUT,
+        virtio_device("blk"),
         qemu_version(),
         " ".join(accel_args(accel)),
         f"smp={vcpus}",
         f"mem={memory_mb}",
+        f"image={image.build_key}",
         *(_file_tag(path) for path in (image.kernel, image.initrd, image.rootfs)),
         image.cmdline,
     ]
@@ -704,9 +744,10 @@ def kvm_device_usable() -> bool:
 
 
 def probe_kernel(image_dir: Path) -> Path | None:
-    candidate = image_dir / "default" / "vmlinuz"
-    if candidate.is_file():
-        return candidate
+    for name in KERNEL_FILES:
+        candidate = image_dir / "default" / name
+        if candidate.is_file() and candidate.stat().st_size > 0:
+            return candidate
     boot = sorted(Path("/boot").glob("vmlinuz-*"))
     return boot[-1] if boot else None
 

@@ -52,8 +52,10 @@ from .uids import UidPool
 log = logging.getLogger("node_agent.vms")
 
 VM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-WARMUP_INTERVAL = 0.25
-WARMUP_BACKOFF = 2.0
+# Until the guest's sshd answers, its forwarded port is probed this often: a refused probe costs
+# the guest nothing, and each interval is added to every cold boot (a few seconds under TCG).
+WARMUP_INTERVAL = 0.05
+WARMUP_BACKOFF = 0.5  # after a banner, a login that still fails (sshd half up) is retried
 GOLDEN_BOOT_TIMEOUT = 600.0
 SYNC_TIMEOUT = 60.0
 
@@ -722,8 +724,27 @@ class VMManager:
         return vm
 
     async def guest(self, vm_id: str) -> asyncssh.SSHClientConnection:
-        """The verified SSH connection of a running VM (opened now if the warm-up has not)."""
-        return await self._running(vm_id).guest.get()
+        """The verified SSH connection of a running VM (opened now if the warm-up has not).
+
+        While the warm-up still waits for a cold-booting guest's sshd, it opens the connection:
+        one of ours would be forwarded to a guest whose network is not up yet, where slirp holds
+        it for seconds (up to the connect timeout), and it would hold the connection's lock, so
+        the warm-up's login (the moment sshd answers) would wait behind it. (A restored guest's
+        sshd already listens: the warm-up connects at once and we wait on the lock.)
+        """
+        vm = self._running(vm_id)
+        deadline = time.monotonic() + guest.CONNECT_TIMEOUT
+        while (
+            vm.record.last_boot == "cold"
+            and not vm.guest.ready()
+            and vm.warmup is not None
+            and not vm.warmup.done()
+        ):
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(WARMUP_INTERVAL)
+            vm = self._running(vm_id)
+        return await vm.guest.get()
 
 
 async def _constant(value: str) -> str:

@@ -147,3 +147,37 @@ async def test_qemu_really_runs_unprivileged_sandboxed_with_private_files(
         assert stat.S_IMODE(files.overlay.stat().st_mode) == 0o600
     finally:
         await qemu.kill_qemu(pid, identity.instance_id)
+
+
+def test_the_machine_kind_picks_the_virtio_bus_in_one_place(tmp_path, monkeypatch):
+    assert option(command(tmp_path), "-M") == ["q35"]
+    monkeypatch.setattr(qemu, "MACHINE", "microvm")
+    cmd = command(tmp_path)
+
+    # Under TCG a microvm without the PIT hangs calibrating its clock; ACPI keeps the graceful
+    # stop (system_powerdown) working.
+    assert option(cmd, "-M") == ["microvm,acpi=on,pit=on,pic=on,rtc=on"]
+    devices = sorted(option(cmd, "-device"))
+    assert devices[:3] == [
+        "virtio-blk-device,drive=disk",
+        "virtio-net-device,netdev=n0",
+        "virtio-rng-device",
+    ]
+    assert qemu.virtio_device("serial") == "virtio-serial-device"
+
+
+def test_an_image_boots_its_uncompressed_kernel_when_it_has_one(tmp_path):
+    image_dir = tmp_path / "images" / "default"
+    image_dir.mkdir(parents=True)
+    for name in ("vmlinuz", "initrd.img", "rootfs.qcow2", "cmdline"):
+        (image_dir / name).write_text("x")
+
+    assert qemu.BootImage.load(tmp_path / "images", "default").kernel.name == "vmlinuz"
+    (image_dir / "vmlinux").write_text("x")
+    (image_dir / "manifest.json").write_text('{"build_key": "abc"}')
+    image = qemu.BootImage.load(tmp_path / "images", "default")
+    assert image.kernel.name == "vmlinux" and image.build_key == "abc"
+    (image_dir / "vmlinux").unlink()
+    (image_dir / "vmlinuz").unlink()
+    with pytest.raises(qemu.ImageNotFoundError, match="missing vmlinux"):
+        qemu.BootImage.load(tmp_path / "images", "default")

@@ -69,6 +69,24 @@ def test_the_state_key_changes_with_the_image_the_size_and_the_machine(tmp_path)
     assert qemu.qemu_version() in key
 
 
+def test_the_state_key_changes_with_the_machine_type_and_the_image_build(tmp_path, monkeypatch):
+    """Golden snapshots and saved states use this key: none is restored across a change of
+    machine (q35 / microvm), kernel file or image build."""
+    base = tmp_path / "img"
+    base.mkdir()
+    for name in ("vmlinux", "vmlinuz", "i", "r"):
+        (base / name).write_bytes(b"x")
+    image = qemu.BootImage("default", base / "vmlinux", base / "i", base / "r", "quiet", "b1")
+    key = qemu.state_key(image, "tcg", 1, 512)
+
+    rebuilt = qemu.BootImage("default", base / "vmlinux", base / "i", base / "r", "quiet", "b2")
+    assert key != qemu.state_key(rebuilt, "tcg", 1, 512)
+    compressed = qemu.BootImage("default", base / "vmlinuz", base / "i", base / "r", "quiet", "b1")
+    assert key != qemu.state_key(compressed, "tcg", 1, 512)
+    monkeypatch.setattr(qemu, "MACHINE", "microvm")
+    assert key != qemu.state_key(image, "tcg", 1, 512)
+
+
 # -- real QEMU: save, quit, restore ------------------------------------------------------------
 
 

@@ -21,7 +21,8 @@ from tests.support.host import REPO, free_port
 from vm_manager.drivers.http import HttpNodeDriver
 
 TOKEN = "test-node-token-0123456789abcdef"
-IMAGE_FILES = ("vmlinuz", "initrd.img", "rootfs.qcow2", "cmdline")
+# A built image: its kernel is the uncompressed vmlinux (fake images use an empty vmlinuz).
+IMAGE_FILES = ("vmlinux", "initrd.img", "rootfs.qcow2", "cmdline")
 
 
 def make_fake_image(root: Path) -> Path:
