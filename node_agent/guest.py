@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import shlex
 import time
@@ -282,23 +283,99 @@ async def run(
     )
 
 
+# An exec runs in the one process sshd starts for it (the user's shell, bash, in a session of
+# its own): it reads the login profiles the way ``bash -l`` would, in /app, then evaluates the
+# command. A nested ``timeout bash -lc`` cost two more processes (~0.1 s each under TCG); the
+# agent enforces the time limit instead, signalling the session's process group, whose id the
+# script prints as the first line of stderr (taken off before the output is returned).
+EXEC_PRELUDE = r"""printf '%s\n' "$$" >&2
+cd /app || exit 1
+[ -r /etc/profile ] && . /etc/profile
+if [ -r ~/.bash_profile ]; then . ~/.bash_profile
+elif [ -r ~/.bash_login ]; then . ~/.bash_login
+elif [ -r ~/.profile ]; then . ~/.profile; fi
+"""
+KILL_GRACE = 2.0
+_PID_LINE = re.compile(rb"([0-9]{1,9})\n")
+
+
+def exec_script(cmd: str) -> str:
+    return f"{EXEC_PRELUDE}eval {shlex.quote(cmd)}"
+
+
+async def _signal_group(conn: asyncssh.SSHClientConnection, pid: int | None, signal: str) -> None:
+    if pid is None or pid <= 1:  # never "kill -- -1" (every process) or a group we don't know
+        return
+    with contextlib.suppress(OSError, asyncssh.Error, TimeoutError):
+        await asyncio.wait_for(
+            conn.run(f"kill -{signal} -- -{pid}", check=False, stdin=asyncssh.DEVNULL), 10.0
+        )
+
+
 async def exec_command(
-    conn: asyncssh.SSHClientConnection, cmd: str, timeout: float
+    conn: asyncssh.SSHClientConnection, cmd: str, timeout: float, limit: int = MAX_OUTPUT_BYTES
 ) -> dict[str, object]:
-    seconds = max(1, int(timeout + 0.999))
-    # The guest's ``timeout`` kills the whole command; the agent-side limit is a backstop.
-    wrapped = f"cd /app && exec timeout -k 2 {seconds} bash -lc {shlex.quote(cmd)}"
-    started = time.monotonic()
-    result = await run(conn, wrapped, timeout=timeout + 10)
-    timed_out = result.timed_out or (
-        result.exit_code in (124, 137) and time.monotonic() - started >= seconds - 0.5
+    """Run ``cmd`` as a login shell would, in /app; after ``timeout`` seconds its process
+    group gets SIGTERM, then SIGKILL ``KILL_GRACE`` seconds later (exit code 124, the output
+    so far)."""
+    try:
+        proc = await conn.create_process(exec_script(cmd), encoding=None)
+    except (OSError, asyncssh.Error) as exc:
+        raise SSHNotReadyError(f"SSH session failed: {type(exc).__name__}") from None
+    proc.stdin.write_eof()
+    stdout, stderr = _Capture(limit), _Capture(limit + 16)  # + the pid line
+    pumps = asyncio.ensure_future(
+        asyncio.gather(stdout.drain(proc.stdout), stderr.drain(proc.stderr))
     )
+    timed_out = False
+    try:
+        done, _ = await asyncio.wait({pumps}, timeout=timeout)
+        if not done:
+            timed_out = True
+            pid = _group_of(bytes(stderr.buffer))
+            await _signal_group(conn, pid, "TERM")
+            done, _ = await asyncio.wait({pumps}, timeout=KILL_GRACE)
+            if not done:
+                await _signal_group(conn, pid, "KILL")
+                await asyncio.wait({pumps}, timeout=KILL_GRACE)
+        if pumps.done() and not pumps.cancelled():
+            pumps.result()
+            await asyncio.wait_for(proc.wait_closed(), KILL_GRACE)
+    except (OSError, asyncssh.Error) as exc:
+        raise SSHNotReadyError(f"SSH session failed: {type(exc).__name__}") from None
+    except TimeoutError:
+        pass
+    finally:
+        pumps.cancel()
+        proc.close()
+    err = bytes(stderr.buffer)
+    if (match := _PID_LINE.match(err)) is not None:
+        err = err[match.end() :]
+    code = -1 if proc.exit_status is None else proc.exit_status
     return {
-        "exit_code": result.exit_code,
-        "stdout": result.stdout.decode(errors="replace"),
-        "stderr": result.stderr.decode(errors="replace"),
+        "exit_code": 124 if timed_out else code,
+        "stdout": bytes(stdout.buffer).decode(errors="replace"),
+        "stderr": err[:limit].decode(errors="replace"),
         "timed_out": timed_out,
     }
+
+
+def _group_of(stderr: bytes) -> int | None:
+    match = _PID_LINE.match(stderr)
+    return int(match.group(1)) if match else None
+
+
+class _Capture:
+    """Keeps the first ``limit`` bytes of a stream and reads (discarding) the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.buffer, self.seen = limit, bytearray(), 0
+
+    async def drain(self, stream: asyncssh.SSHReader[bytes]) -> None:
+        while chunk := await stream.read(65536):
+            self.seen += len(chunk)
+            if len(self.buffer) < self.limit:
+                self.buffer += chunk[: self.limit - len(self.buffer)]
 
 
 # -- file operations ----------------------------------------------------------------------------

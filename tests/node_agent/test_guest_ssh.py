@@ -81,6 +81,38 @@ async def test_exec_reports_output_exit_code_and_timeouts(fake_guest):
     conn.close()
 
 
+async def test_exec_timeout_ends_the_whole_process_group_and_keeps_the_output(fake_guest):
+    conn = await fake_guest.connection().get()
+    pids = fake_guest.workspace / "pids"
+
+    result = await guest.exec_command(
+        conn, f"echo before; echo to-err >&2; sleep 60 & echo $! > {pids}; sleep 60", timeout=1
+    )
+
+    assert (result["timed_out"], result["exit_code"]) == (True, 124)
+    assert (result["stdout"], result["stderr"]) == ("before\n", "to-err\n")
+    background = int(pids.read_text())
+    assert not Path(f"/proc/{background}").exists() or "Z" in _state(background)
+    conn.close()
+
+
+async def test_exec_runs_in_the_workspace_with_the_login_profile(fake_guest):
+    conn = await fake_guest.connection().get()
+
+    result = await guest.exec_command(conn, 'pwd; echo "$PATH" | grep -c /usr/bin', timeout=10)
+
+    assert result["stdout"] == f"{fake_guest.workspace}\n1\n"
+    assert (result["stderr"], result["exit_code"], result["timed_out"]) == ("", 0, False)
+    conn.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
 async def test_files_round_trip_and_symlink_escape_is_refused(fake_guest):
     conn = await fake_guest.connection().get()
 
