@@ -12,6 +12,7 @@ when it leaves ``/app``; only then does it touch anything.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
@@ -79,6 +80,8 @@ class GuestConnection:
         self._lock = asyncio.Lock()
         self.clock_sync_pending = False  # set after a restore: the guest's clock stood still
         self.adoption: Adoption | None = None  # set while the guest holds a template identity
+        self._spares: collections.deque[Spare] = collections.deque()
+        self._refill: asyncio.Task[None] | None = None
 
     def ready(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
@@ -98,6 +101,7 @@ class GuestConnection:
         adoption = self.adoption
         host_key = adoption.host_key if adoption else self._host_key
         expected = adoption.instance_id if adoption else self.instance_id
+        started = time.monotonic()
         try:
             conn = await asyncssh.connect(
                 "127.0.0.1",
@@ -121,6 +125,8 @@ class GuestConnection:
             ) from None
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             raise SSHNotReadyError(f"SSH to VM {self.vm_id} failed: {type(exc).__name__}") from None
+        connected = time.monotonic()
+        log.info("VM %s: SSH session open in %.2fs", self.vm_id, connected - started)
         if adoption is not None:
             try:
                 await self._adopt(conn, adoption)
@@ -128,6 +134,7 @@ class GuestConnection:
                 conn.close()
                 raise
             self.clock_sync_pending = False
+            log.info("VM %s: adopted in %.2fs", self.vm_id, time.monotonic() - connected)
             return conn
         try:
             seen = await self._read_instance_id(conn, self._pending_clock_command())
@@ -141,6 +148,7 @@ class GuestConnection:
             )
             raise IdentityMismatchError(f"the guest answering for VM {self.vm_id} is another VM")
         self.clock_sync_pending = False
+        log.info("VM %s: identity checked in %.2fs", self.vm_id, time.monotonic() - connected)
         return conn
 
     async def _adopt(self, conn: asyncssh.SSHClientConnection, adoption: Adoption) -> None:
@@ -186,13 +194,67 @@ class GuestConnection:
             raise SSHNotReadyError("could not read the guest's instance id") from None
         return str(result.stdout or "").strip() if result.exit_status == 0 else ""
 
+    async def exec(self, cmd: str, timeout: float) -> dict[str, object]:
+        """``exec_command`` on this guest, in a spare shell when one is waiting; spares are
+        topped up once the call is done (starting one competes with the command for the
+        guest's CPU)."""
+        conn = await self.get()
+        small = len(exec_text(cmd).encode()) <= MAX_SPARE_COMMAND
+        spare = self._take_spare(conn) if small else None
+        try:
+            return await exec_command(conn, cmd, timeout, spare=spare)
+        finally:
+            self._top_up(conn)
+
+    def _take_spare(
+        self, conn: asyncssh.SSHClientConnection
+    ) -> asyncssh.SSHClientProcess[bytes] | None:
+        while self._spares:
+            spare = self._spares.popleft()
+            if spare.usable_on(conn):
+                return spare.process
+            spare.process.close()
+        return None
+
+    def _top_up(self, conn: asyncssh.SSHClientConnection) -> None:
+        if self._refill is None or self._refill.done():
+            self._refill = asyncio.create_task(self._fill(conn))
+
+    async def _fill(self, conn: asyncssh.SSHClientConnection) -> None:
+        while len(self._spares) < SPARE_SHELLS and self._conn is conn and not conn.is_closed():
+            try:
+                process = await conn.create_process(SPARE_SCRIPT, encoding=None)
+            except (OSError, asyncssh.Error):
+                return
+            self._spares.append(Spare(conn, process))
+
+    def _drop_spares(self) -> None:
+        if self._refill is not None:
+            self._refill.cancel()
+            self._refill = None
+        while self._spares:
+            self._spares.popleft().process.close()
+
     async def close(self) -> None:
+        self._drop_spares()
         async with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 with contextlib.suppress(Exception):
                     await self._conn.wait_closed()
                 self._conn = None
+
+
+@dataclass
+class Spare:
+    """A shell started ahead of time on one connection, waiting for its command."""
+
+    owner: asyncssh.SSHClientConnection
+    process: asyncssh.SSHClientProcess[bytes]
+
+    def usable_on(self, conn: asyncssh.SSHClientConnection) -> bool:
+        process = self.process
+        return self.owner is conn and not process.is_closing() and process.exit_status is None
 
 
 @dataclass
@@ -288,19 +350,36 @@ async def run(
 # command. A nested ``timeout bash -lc`` cost two more processes (~0.1 s each under TCG); the
 # agent enforces the time limit instead, signalling the session's process group, whose id the
 # script prints as the first line of stderr (taken off before the output is returned).
-EXEC_PRELUDE = r"""printf '%s\n' "$$" >&2
-cd /app || exit 1
+_PID_FIRST = r"""printf '%s\n' "$$" >&2
+"""
+EXEC_PROFILE = r"""cd /app || exit 1
 [ -r /etc/profile ] && . /etc/profile
 if [ -r ~/.bash_profile ]; then . ~/.bash_profile
 elif [ -r ~/.bash_login ]; then . ~/.bash_login
 elif [ -r ~/.profile ]; then . ~/.profile; fi
 """
+# A spare shell is that same process started ahead of time (sshd's fork and bash's start are
+# most of an exec's cost under TCG): it waits for its command on stdin, up to a NUL, and only
+# then reads the profiles and runs it, so it behaves as if started when the command came.
+SPARE_SCRIPT = (
+    _PID_FIRST
+    + "IFS= read -r -d '' __pequeroku_cmd || exit 1\n"
+    + EXEC_PROFILE
+    + 'eval "unset __pequeroku_cmd; $__pequeroku_cmd"\n'
+)
+SPARE_SHELLS = 2
+MAX_SPARE_COMMAND = 16 * 1024  # bash reads a pipe byte by byte: longer commands go inline
 KILL_GRACE = 2.0
 _PID_LINE = re.compile(rb"([0-9]{1,9})\n")
 
 
 def exec_script(cmd: str) -> str:
-    return f"{EXEC_PRELUDE}eval {shlex.quote(cmd)}"
+    return f"{_PID_FIRST}{EXEC_PROFILE}eval {shlex.quote(cmd)}"
+
+
+def exec_text(cmd: str) -> str:
+    """The command as bash will see it: an argument or a variable ends at the first NUL."""
+    return cmd.split("\0", 1)[0]
 
 
 async def _signal_group(conn: asyncssh.SSHClientConnection, pid: int | None, signal: str) -> None:
@@ -313,16 +392,25 @@ async def _signal_group(conn: asyncssh.SSHClientConnection, pid: int | None, sig
 
 
 async def exec_command(
-    conn: asyncssh.SSHClientConnection, cmd: str, timeout: float, limit: int = MAX_OUTPUT_BYTES
+    conn: asyncssh.SSHClientConnection,
+    cmd: str,
+    timeout: float,
+    limit: int = MAX_OUTPUT_BYTES,
+    spare: asyncssh.SSHClientProcess[bytes] | None = None,
 ) -> dict[str, object]:
-    """Run ``cmd`` as a login shell would, in /app; after ``timeout`` seconds its process
-    group gets SIGTERM, then SIGKILL ``KILL_GRACE`` seconds later (exit code 124, the output
-    so far)."""
+    """Run ``cmd`` as a login shell would, in /app (in ``spare`` when given, a process running
+    ``SPARE_SCRIPT``); after ``timeout`` seconds its process group gets SIGTERM, then SIGKILL
+    ``KILL_GRACE`` seconds later (exit code 124, the output so far)."""
+    cmd = exec_text(cmd)
     try:
-        proc = await conn.create_process(exec_script(cmd), encoding=None)
+        if spare is not None:
+            proc = spare
+            proc.stdin.write(cmd.encode() + b"\0")
+        else:
+            proc = await conn.create_process(exec_script(cmd), encoding=None)
+        proc.stdin.write_eof()
     except (OSError, asyncssh.Error) as exc:
         raise SSHNotReadyError(f"SSH session failed: {type(exc).__name__}") from None
-    proc.stdin.write_eof()
     stdout, stderr = _Capture(limit), _Capture(limit + 16)  # + the pid line
     pumps = asyncio.ensure_future(
         asyncio.gather(stdout.drain(proc.stdout), stderr.drain(proc.stderr))

@@ -721,6 +721,10 @@ class VMManager:
             raise VMNotRunningError(f"VM {vm_id} is {vm.status()['state']}")
         return vm
 
+    async def exec(self, vm_id: str, cmd: str, timeout: float) -> dict[str, object]:
+        """Run ``cmd`` in the running VM's guest (``guest.GuestConnection.exec``)."""
+        return await self._running(vm_id).guest.exec(cmd, timeout)
+
     async def guest(self, vm_id: str) -> asyncssh.SSHClientConnection:
         """The verified SSH connection of a running VM (opened now if the warm-up has not)."""
         return await self._running(vm_id).guest.get()

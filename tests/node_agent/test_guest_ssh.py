@@ -106,6 +106,46 @@ async def test_exec_runs_in_the_workspace_with_the_login_profile(fake_guest):
     conn.close()
 
 
+async def test_spare_shells_run_each_command_as_a_fresh_login_shell(fake_guest, monkeypatch):
+    connection = fake_guest.connection()
+    used: list[bool] = []
+    real = guest.exec_command
+
+    async def recording(*args, spare=None, **kwargs):
+        used.append(spare is not None)
+        return await real(*args, spare=spare, **kwargs)
+
+    monkeypatch.setattr(guest, "exec_command", recording)
+
+    results = [
+        await connection.exec(cmd, timeout=10)
+        for cmd in (
+            "export LEAK=1; cd /tmp; echo first",
+            'echo "${LEAK:-unset} $(pwd)"',
+            "cat; echo read-eof",
+            "echo a\0echo b",
+            "echo " + "x" * (guest.MAX_SPARE_COMMAND + 10) + " | wc -c",
+            "exit 7",
+        )
+    ]
+
+    assert [r["stdout"] for r in results] == [
+        "first\n",
+        f"unset {fake_guest.workspace}\n",
+        "read-eof\n",
+        "a\n",
+        f"{guest.MAX_SPARE_COMMAND + 11}\n",
+        "",
+    ]
+    assert [r["exit_code"] for r in results] == [0, 0, 0, 0, 0, 7]
+    assert all(r["stderr"] == "" for r in results)
+    assert used[0] is False and used[4] is False  # none started yet; too long for a spare
+    assert any(used[1:4])
+    await connection.close()
+    assert (await connection.exec("echo again", timeout=10))["stdout"] == "again\n"
+    await connection.close()
+
+
 def _state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
