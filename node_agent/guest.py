@@ -162,7 +162,7 @@ class GuestConnection:
         command = " ".join(
             ["bash", "-c", shlex.quote(ADOPT_SCRIPT), "_", adoption.instance_id,
              shlex.quote(public_line(self._host_key)), machine_id, boot_id,
-             f"{time.time():.3f}", secrets.token_hex(64)]
+             f"{time.time():.3f}", secrets.token_hex(64), "grow" if adoption.grow else "-"]
         )  # fmt: skip
         result = await run(conn, command, timeout=CONNECT_TIMEOUT)
         if result.exit_code == 97:
@@ -264,11 +264,13 @@ class Adoption:
     host_key: asyncssh.SSHKey
     instance_id: str
     done: Callable[[], None]
+    grow: bool = False
 
 
 # Run once in a guest restored from a golden snapshot: $1 the template's instance id (checked
 # first), $2 this VM's host public key, $3 machine id, $4 boot id, $5 wall clock, $6 random hex
-# for the RNG. The rest comes from this QEMU's fw_cfg (not migrated: the new QEMU's command line
+# for the RNG, $7 "grow" when the disk is larger than the template's. The rest comes from this
+# QEMU's fw_cfg (not migrated: the new QEMU's command line
 # carries this VM's instance id and keys). Prints the new instance id. Builtins wherever bash
 # has one: each process costs ~0.1 s under TCG.
 ADOPT_SCRIPT = r"""set -e
@@ -287,11 +289,22 @@ printf '%s\n' "$3" >/etc/machine-id
 printf '%s\n' "$4" >/run/pequeroku/boot_id
 mount --bind /run/pequeroku/boot_id /proc/sys/kernel/random/boot_id
 printf 'pequeroku' >/proc/sys/kernel/hostname
-IFS= read -r sshd </run/sshd.pid && kill -HUP "$sshd"
 IFS= read -r id <"$fw/instance_id/raw" || true
 printf '%s' "$id" >/run/pequeroku/instance_id
-setsid resize2fs /dev/vda </dev/null >/dev/null 2>&1 &
+if [ "$7" = grow ]; then nice -n 19 resize2fs /dev/vda </dev/null >/dev/null 2>&1 & fi
 printf '%s\n' "$id"
+"""
+
+
+# Run once in a golden template before it is saved: wait for the boot to finish (what still
+# starts would start again in every clone) and run what a clone runs first, so its binaries and
+# libraries are in the saved page cache.
+SETTLE_SCRIPT = r"""if command -v systemctl >/dev/null; then
+  timeout 120 systemctl is-system-running --wait >/dev/null 2>&1
+fi
+date >/dev/null; mount --version >/dev/null; nice -n 19 true
+resize2fs /dev/vda </dev/null >/dev/null 2>&1
+true
 """
 
 
