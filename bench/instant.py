@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -259,6 +260,7 @@ def main() -> None:
     parser.add_argument("--memory-mb", type=int, default=1024)
     parser.add_argument("--fill-mb", type=int, default=300)
     parser.add_argument("--exec-gap", type=float, default=0.5, help="idle seconds between execs")
+    parser.add_argument("--agent-log", type=Path, help="keep the agent's log (timestamps) here")
     parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before measuring")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -275,6 +277,8 @@ def main() -> None:
                 proc.wait(timeout=30)
             if proc.poll() is None:
                 proc.kill()
+            if args.agent_log is not None:
+                shutil.copyfile(work / "agent.log", args.agent_log)
             for record in (work / "data").glob("vms/*/vm.json"):
                 with contextlib.suppress(OSError, ValueError, KeyError):
                     pid = qemu.read_pid(record.parent / "qemu.pid")

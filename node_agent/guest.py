@@ -223,6 +223,9 @@ class GuestConnection:
             self._refill = asyncio.create_task(self._fill(conn))
 
     async def _fill(self, conn: asyncssh.SSHClientConnection) -> None:
+        # Not at once: a call that comes right after (a suspend's sync, the next command)
+        # would share the guest's CPU with the new shells.
+        await asyncio.sleep(SPARE_DELAY)
         while len(self._spares) < SPARE_SHELLS and self._conn is conn and not conn.is_closed():
             try:
                 process = await conn.create_process(SPARE_SCRIPT, encoding=None)
@@ -383,6 +386,7 @@ SPARE_SCRIPT = (
     + 'eval "unset __pequeroku_cmd; $__pequeroku_cmd"\n'
 )
 SPARE_SHELLS = 2
+SPARE_DELAY = 0.2  # seconds after a call before spares are started again
 MAX_SPARE_COMMAND = 16 * 1024  # bash reads a pipe byte by byte: longer commands go inline
 KILL_GRACE = 2.0
 _PID_LINE = re.compile(rb"([0-9]{1,9})\n")
