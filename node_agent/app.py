@@ -163,8 +163,7 @@ def _add_vm_routes(app: FastAPI, manager: VMManager) -> None:
 
     @app.post("/vms/{vm_id}/exec", response_model=ExecOut)
     async def vm_exec(vm_id: str, body: ExecIn) -> dict[str, object]:
-        conn = await manager.guest(vm_id)
-        return await guest.exec_command(conn, body.cmd, body.timeout)
+        return await manager.exec(vm_id, body.cmd, body.timeout)
 
 
 def _add_file_routes(app: FastAPI, manager: VMManager) -> None:

@@ -57,6 +57,7 @@ VM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WARMUP_INTERVAL = 0.05
 WARMUP_BACKOFF = 0.5  # after a banner, a login that still fails (sshd half up) is retried
 GOLDEN_BOOT_TIMEOUT = 600.0
+GOLDEN_SETTLE_TIMEOUT = 180.0  # the script waits up to 120 s for systemd
 SYNC_TIMEOUT = 60.0
 
 
@@ -83,6 +84,7 @@ class VMRecord:
     # Created from a golden snapshot and not yet given its identity: the template's.
     adopt_instance_id: str = ""
     adopt_host_key: str = ""
+    adopt_grow: bool = False  # the disk is larger than the template's: grow the filesystem
 
     @classmethod
     def load(cls, path: Path) -> VMRecord:
@@ -124,11 +126,13 @@ class ManagedVM:
         self.guest.adoption = Adoption(
             host_key=asyncssh.import_public_key(self.record.adopt_host_key),
             instance_id=self.record.adopt_instance_id,
+            grow=self.record.adopt_grow,
             done=self.adopted,
         )
 
     def adopted(self) -> None:
         self.record.adopt_instance_id = self.record.adopt_host_key = ""
+        self.record.adopt_grow = False
         self.save()
 
     @property
@@ -319,6 +323,7 @@ class VMManager:
                     record.suspended, record.state_key = True, golden.state_key
                     record.adopt_instance_id = golden.instance_id
                     record.adopt_host_key = golden.host_public_key
+                    record.adopt_grow = golden.disk_bytes < disk_gib * 2**30
                 record.save(files.record)
             except BaseException:
                 self.uids.release(uid, files.record)
@@ -366,6 +371,7 @@ class VMManager:
             accel = await self.accel()
             await self._launch(vm, uid, image, accel)
             await self._until_guest_answers(vm, GOLDEN_BOOT_TIMEOUT)
+            await self._settle_template(vm)
             await self._sync_guest_disks(vm)
             await vm.guest.close()
             await self._save_state(vm)
@@ -397,6 +403,19 @@ class VMManager:
             if uid is not None:
                 await self.isolation.forget(uid)
             self._golden_builds.pop(shape, None)
+
+    async def _settle_template(self, vm: ManagedVM) -> None:
+        """Let the template finish booting and run, once, what every clone runs first.
+
+        Whatever is still starting when the state is saved runs again in every clone, and
+        every binary a clone's first minute needs (the adoption's, an exec's profile files) is
+        then in the saved page cache instead of being read from disk under TCG.
+        """
+        conn = await vm.guest.get()
+        result = await guest.run(conn, guest.SETTLE_SCRIPT, timeout=GOLDEN_SETTLE_TIMEOUT)
+        if result.exit_code != 0:
+            log.info("golden template: settling exited %s", result.exit_code)
+        await vm.guest.exec("true", timeout=30)
 
     async def _until_guest_answers(self, vm: ManagedVM, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -722,6 +741,10 @@ class VMManager:
         if not vm.alive():
             raise VMNotRunningError(f"VM {vm_id} is {vm.status()['state']}")
         return vm
+
+    async def exec(self, vm_id: str, cmd: str, timeout: float) -> dict[str, object]:
+        """Run ``cmd`` in the running VM's guest (``guest.GuestConnection.exec``)."""
+        return await self._running(vm_id).guest.exec(cmd, timeout)
 
     async def guest(self, vm_id: str) -> asyncssh.SSHClientConnection:
         """The verified SSH connection of a running VM (opened now if the warm-up has not).

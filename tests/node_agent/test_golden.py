@@ -101,7 +101,7 @@ async def test_a_create_with_a_snapshot_starts_suspended_with_the_template_ident
 
     assert status["suspended"] is True and manager.builds == []
     assert vm.record.adopt_instance_id == "t" * 32 != vm.record.instance_id
-    assert vm.guest.adoption is not None
+    assert vm.guest.adoption is not None and vm.guest.adoption.grow is True
     assert await qemu.virtual_size(vm.files.overlay) == 2 * 2**30  # grown to the type's disk
     assert vm.files.state.stat().st_nlink == 2  # shared with the snapshot, never copied
 
@@ -120,6 +120,12 @@ async def test_a_snapshot_larger_than_the_type_disk_is_not_used(manager):
     status = await manager.create(SPEC)  # a 2 GiB type
 
     assert status["suspended"] is False
+
+
+def test_the_settle_script_is_valid_bash():
+    checked = subprocess.run(["bash", "-n"], input=guest.SETTLE_SCRIPT.encode(), check=False)
+
+    assert checked.returncode == 0
 
 
 def test_the_adoption_script_is_valid_bash_and_checks_the_template_first():

@@ -7,6 +7,7 @@ repeat all of this on real guests.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncssh
@@ -79,6 +80,81 @@ async def test_exec_reports_output_exit_code_and_timeouts(fake_guest):
     assert slow["timed_out"] is True
     assert len(big["stdout"]) == guest.MAX_OUTPUT_BYTES
     conn.close()
+
+
+async def test_exec_timeout_ends_the_whole_process_group_and_keeps_the_output(fake_guest):
+    conn = await fake_guest.connection().get()
+    pids = fake_guest.workspace / "pids"
+
+    result = await guest.exec_command(
+        conn, f"echo before; echo to-err >&2; sleep 60 & echo $! > {pids}; sleep 60", timeout=1
+    )
+
+    assert (result["timed_out"], result["exit_code"]) == (True, 124)
+    assert (result["stdout"], result["stderr"]) == ("before\n", "to-err\n")
+    background = int(pids.read_text())
+    assert not Path(f"/proc/{background}").exists() or "Z" in _state(background)
+    conn.close()
+
+
+async def test_exec_runs_in_the_workspace_with_the_login_profile(fake_guest):
+    conn = await fake_guest.connection().get()
+
+    result = await guest.exec_command(conn, 'pwd; echo "$PATH" | grep -c /usr/bin', timeout=10)
+
+    assert result["stdout"] == f"{fake_guest.workspace}\n1\n"
+    assert (result["stderr"], result["exit_code"], result["timed_out"]) == ("", 0, False)
+    conn.close()
+
+
+async def test_spare_shells_run_each_command_as_a_fresh_login_shell(fake_guest, monkeypatch):
+    connection = fake_guest.connection()
+    used: list[bool] = []
+    real = guest.exec_command
+
+    async def recording(*args, spare=None, **kwargs):
+        used.append(spare is not None)
+        return await real(*args, spare=spare, **kwargs)
+
+    monkeypatch.setattr(guest, "exec_command", recording)
+    monkeypatch.setattr(guest, "SPARE_DELAY", 0.0)
+    commands = (
+        "export LEAK=1; cd /tmp; echo first",
+        'echo "${LEAK:-unset} $(pwd)"',
+        "cat; echo read-eof",
+        "echo a\0echo b",
+        "echo " + "x" * (guest.MAX_SPARE_COMMAND + 10) + " | wc -c",
+        "exit 7",
+    )
+
+    results = []
+    for cmd in commands:
+        results.append(await connection.exec(cmd, timeout=10))
+        async with asyncio.timeout(10):  # the spares are back before the next call
+            while len(connection._spares) < guest.SPARE_SHELLS:
+                await asyncio.sleep(0.01)
+
+    assert [r["stdout"] for r in results] == [
+        "first\n",
+        f"unset {fake_guest.workspace}\n",
+        "read-eof\n",
+        "a\n",
+        f"{guest.MAX_SPARE_COMMAND + 11}\n",
+        "",
+    ]
+    assert [r["exit_code"] for r in results] == [0, 0, 0, 0, 0, 7]
+    assert all(r["stderr"] == "" for r in results)
+    assert used == [False, True, True, True, False, True]  # none yet; too long for a spare
+    await connection.close()
+    assert (await connection.exec("echo again", timeout=10))["stdout"] == "again\n"
+    await connection.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
 
 
 async def test_files_round_trip_and_symlink_escape_is_refused(fake_guest):

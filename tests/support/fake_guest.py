@@ -43,6 +43,7 @@ def guest_handler(workspace: Path, id_file: Path) -> Callable[..., Awaitable[Non
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # as sshd does: the command leads its process group
         )
         assert local.stdin and local.stdout and local.stderr
 
