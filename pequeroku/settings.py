@@ -37,6 +37,12 @@ USE_REDIS = "REDIS_URL" in os.environ or "REDIS_URL_FILE" in os.environ or not D
 
 # Used by entrypoint.sh; kept here so every documented variable has one home.
 WORKERS = env_int("WORKERS", 8)
+# Threads per worker process that serve plain HTTP requests (pequeroku.http_handler): the
+# most requests one worker runs at once, and so the most database connections its HTTP side
+# holds (WORKERS x HTTP_THREADS in all; the sockets add one per worker).
+HTTP_THREADS = env_int("HTTP_THREADS", 8)
+if HTTP_THREADS < 1:
+    raise ImproperlyConfigured("HTTP_THREADS must be at least 1.")
 DJANGO_MODULE = env_str("DJANGO_MODULE", "pequeroku")
 
 if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
