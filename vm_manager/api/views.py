@@ -255,7 +255,7 @@ class ContainerViewSet(
         return Response(ContainerSerializer(container).data)
 
     def list(self, request: Request) -> Response:
-        rows = selectors.container_rows_for_user(request.user)
+        rows = selectors.container_rows_list_for_user(request.user)
         page = self.paginate_queryset(rows)
         data = [container_row_data(row) for row in (rows if page is None else page)]
         return Response(data) if page is None else self.get_paginated_response(data)
