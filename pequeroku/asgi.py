@@ -1,6 +1,6 @@
 """ASGI entry point: HTTP through Django (bodies limited before it reads them; the whole sync
 request in one thread call, ``pequeroku.http_handler``), WebSockets through Channels with
-session auth and the Origin check."""
+session auth and the Origin check; the lifespan's shutdown writes deferred audit rows."""
 
 import os
 
@@ -16,6 +16,7 @@ from django.conf import settings  # noqa: E402
 
 from pequeroku.body_limit import BodySizeLimit  # noqa: E402
 from pequeroku.http_handler import ThreadedASGIHandler  # noqa: E402
+from pequeroku.lifespan import lifespan  # noqa: E402
 from pequeroku.routing import websocket_urlpatterns  # noqa: E402
 
 django_asgi_app = ThreadedASGIHandler(settings.HTTP_THREADS)
@@ -23,6 +24,7 @@ django_asgi_app = ThreadedASGIHandler(settings.HTTP_THREADS)
 application = ProtocolTypeRouter(
     {
         "http": BodySizeLimit(django_asgi_app),
+        "lifespan": lifespan,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

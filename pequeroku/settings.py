@@ -18,7 +18,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
-from pequeroku.env import env_bool, env_int, env_list, env_str
+from pequeroku.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_dotenv(BASE_DIR / ".env", override=False)
@@ -273,6 +273,9 @@ MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 # process; beyond them a socket gets an error event and closes 4429 (docs/sockets.md).
 SOCKETS_MAX_PER_USER = env_int("SOCKETS_MAX_PER_USER", 24)
 TERMINALS_MAX_PER_USER = env_int("TERMINALS_MAX_PER_USER", 16)
+# Audit rows of polled reads (user.info) are inserted in batches this often (seconds) by a
+# background thread, and at shutdown (internal_config.audit_batch); 0 writes them in the request.
+AUDIT_DEFER_SECONDS = env_float("AUDIT_DEFER_SECONDS", 1.0)
 # exec_command: seconds a command may run before it is killed.
 EXEC_TIMEOUT_SECONDS = env_int("EXEC_TIMEOUT_SECONDS", 30)
 

@@ -177,7 +177,9 @@ class UserViewSet(viewsets.ViewSet):
     @extend_schema(responses={200: UserSummarySerializer})
     @action(detail=False, methods=["get"])
     def me(self, request: Request) -> Response:
-        with audited(request, "user.info", target_type="user", target_id=request.user.pk):
+        with audited(
+            request, "user.info", target_type="user", target_id=request.user.pk, deferred=True
+        ):
             summary = selectors.user_summary(request.user)
         return Response(UserSummarySerializer(summary).data)
 
