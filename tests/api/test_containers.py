@@ -708,9 +708,9 @@ def test_an_archive_response_dropped_unread_leaks_nothing(api_client, running_co
 
 
 def test_list_rows_match_the_container_serializer(api_client, user, make_container, node):
-    from vm_manager.api.serializers import ContainerSerializer
-
     from django.utils import timezone
+
+    from vm_manager.api.serializers import ContainerSerializer
 
     made = [
         make_container(user, node=node),
