@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.core import signals
 
 from pequeroku.asgi import application
@@ -64,6 +65,15 @@ async def test_a_request_starts_and_finishes_in_one_reused_pool_thread(request_t
         assert started[1] == finished[1]
         assert started[1].startswith("http")
     assert threading.current_thread().name not in {name for _, name in request_threads}
+
+
+async def test_concurrent_requests_share_at_most_http_threads_threads(request_threads) -> None:
+    responses = await asyncio.gather(
+        *(asgi_request(application, "GET", "/healthz") for _ in range(4 * settings.HTTP_THREADS))
+    )
+
+    assert {response.status for response in responses} == {200}
+    assert len({name for _, name in request_threads}) <= settings.HTTP_THREADS
 
 
 async def test_async_to_sync_in_request_code_runs_on_the_servers_loop() -> None:
