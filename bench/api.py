@@ -5,8 +5,8 @@ under our ASGI stack and under WSGI.
                                   [--rounds 3] [--port 8765] [--profile 2000]
                                   [--profile-path /api/containers/] [--django-handler]
 
-On a throwaway SQLite database holding one user with ``--containers`` containers, one server
-at a time (loopback, one worker process each):
+On a throwaway SQLite database (persistent connections, as in production) holding one user with
+``--containers`` containers, one server at a time (loopback, one worker process each):
 
 - ASGI: uvicorn serving ``pequeroku.asgi.application`` (our stack: the body-size limit, the
   protocol router, ``pequeroku.http_handler``);
@@ -67,6 +67,8 @@ def configure(db_path: str) -> None:
 
     settings.DATABASES["default"]["NAME"] = db_path
     settings.DATABASES["default"]["TEST"] = {"NAME": db_path}
+    # Persistent connections, as production's PostgreSQL settings (DB_CONN_MAX_AGE=60).
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 60
     settings.ROOT_URLCONF = "bench.api"
     settings.DEBUG = False
 
