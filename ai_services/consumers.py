@@ -66,6 +66,8 @@ class AIConsumer(ContainerSocket):
             self.turn_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.turn_task
+        if self.session is not None:
+            await self.session.close()
 
     async def on_frame(self, text_data: str | None, bytes_data: bytes | None) -> None:
         if self.session is None:

@@ -1,8 +1,9 @@
 """One AI socket's conversation: greeting, turns and ``/clear``, as wire events.
 
-Entry points: ``AISession.greet()``, ``AISession.handle_text(text)``; both return the close
-code when the socket must close (4401 no uses left, as the contract asks; 4403/4404 when the
-container went out of reach since the socket opened), ``None`` to keep it open.
+Entry points: ``AISession.greet()``, ``AISession.handle_text(text)``, ``AISession.close()``
+(when the socket goes). The first two return the close code when the socket must close (4401
+no uses left, as the contract asks; 4403/4404 when the container went out of reach since the
+socket opened), ``None`` to keep it open.
 
 Wire events (see docs/ai.md): a turn sends tool announcements and the answer as
 ``start_text`` / ``text``... / ``finish_text`` triples, then ``memory_data`` and a fresh
@@ -20,12 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.db import database_sync_to_async
+from openai import AsyncOpenAI
 
 from ai_services import services
 from ai_services.agents import AgentAnswer, DevAgent, ProviderFailure, ToolContext
 from ai_services.agents.tools import tool_label
 from ai_services.errors import AIError, AINoUsesLeft
-from ai_services.utils import get_openai_client
+from ai_services.utils import ProviderConfig, get_openai_client
 from internal_config.audit import audit_log_ws
 from pequeroku.errors import DomainError
 from vm_manager.drivers import NodeDriver
@@ -84,6 +86,8 @@ class AISession:
     # True from a message's arrival until its answer is complete; the final ``connected`` of
     # a turn clears it before it is sent, so a client answering that event is never "busy".
     busy: bool = False
+    _client: AsyncOpenAI | None = field(default=None, repr=False)
+    _client_config: ProviderConfig | None = field(default=None, repr=False)
 
     async def connected(self, uses_left: int) -> None:
         self.busy = False
@@ -184,11 +188,28 @@ class AISession:
         tools = ToolContext(
             driver=driver, vm_id=container.vm_id, audit=self._audit_tool, container_pk=container.pk
         )
-        client = get_openai_client(start.provider)
+        client = await self._client_for(start.provider)
         try:
             agent = DevAgent(client, start.provider.model, tools)
             return await agent.run(start.history, prompt, stream, progress)
-        finally:
+        except BaseException:
+            await self.close()  # a failed or cancelled stream may leave its connection unusable
+            raise
+
+    async def _client_for(self, config: ProviderConfig) -> AsyncOpenAI:
+        """The socket's provider client, kept between turns while the admin's settings stay
+        the same (its connection then stays open: no TCP and TLS handshake before each turn's
+        request); a changed setting gets a new client on the next turn."""
+        if self._client is not None and self._client_config != config:
+            await self.close()
+        if self._client is None:
+            self._client, self._client_config = get_openai_client(config), config
+        return self._client
+
+    async def close(self) -> None:
+        """Close the provider client (the socket went away, or its connection is suspect)."""
+        client, self._client, self._client_config = self._client, None, None
+        if client is not None:
             await client.close()
 
     async def _fail(

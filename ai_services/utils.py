@@ -2,8 +2,9 @@
 
 Entry points: ``provider_config()``, ``get_openai_client(config=None)``.
 
-Nothing is cached between calls, so an admin edit of ``openai_api_key``, ``openai_api_url`` or
-``openai_model`` applies to the next turn on every worker without a restart. The key lives only
+The settings are read for every turn, so an admin edit of ``openai_api_key``, ``openai_api_url``
+or ``openai_model`` applies to the next turn on every worker without a restart (a socket keeps
+its client only while they are unchanged: ``ai_services.session``). The key lives only
 in the client's headers: ``ProviderConfig`` keeps it out of ``repr`` and every message shown to a
 user or written to a log is built by us, never copied from the provider's error body.
 """

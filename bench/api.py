@@ -3,12 +3,13 @@ under our ASGI stack and under WSGI.
 
     .venv/bin/python bench/api.py [--containers 50] [--seconds 5] [--concurrency 16]
                                   [--rounds 3] [--port 8765] [--profile 2000]
+                                  [--profile-path /api/containers/] [--django-handler]
 
-On a throwaway SQLite database holding one user with ``--containers`` containers, one server
-at a time (loopback, one worker process each):
+On a throwaway SQLite database (persistent connections, as in production) holding one user with
+``--containers`` containers, one server at a time (loopback, one worker process each):
 
 - ASGI: uvicorn serving ``pequeroku.asgi.application`` (our stack: the body-size limit, the
-  protocol router, Django's ASGI handler);
+  protocol router, ``pequeroku.http_handler``);
 - WSGI: gunicorn, one sync worker, serving Django's WSGI handler (the same settings,
   middleware and URLconf).
 
@@ -20,8 +21,10 @@ targets: ASGI trivial CPU per request within 1.5x of WSGI's, and ASGI ``/api/con
 requests/s at least 0.5x the WSGI trivial view's. Throttling stays on, with rates high enough
 never to refuse.
 
-``--profile N`` also runs N trivial requests in this process through each handler (no network)
-under cProfile and prints where the time goes.
+``--profile N`` also runs N requests of ``--profile-path`` (the trivial view by default; logged
+in) in this process through each handler (no network) under cProfile and prints where the time
+goes. ``--django-handler`` adds Django's stock ``ASGIHandler`` in our stack (what
+``pequeroku.http_handler`` replaces) to both, as the figure to compare with.
 
 The trivial view is plain Django (``JsonResponse({"ok": True})``) behind the same middleware,
 served from this module's URLconf next to the project's URLs.
@@ -64,6 +67,8 @@ def configure(db_path: str) -> None:
 
     settings.DATABASES["default"]["NAME"] = db_path
     settings.DATABASES["default"]["TEST"] = {"NAME": db_path}
+    # Persistent connections, as production's PostgreSQL settings (DB_CONN_MAX_AGE=60).
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 60
     settings.ROOT_URLCONF = "bench.api"
     settings.DEBUG = False
 
@@ -72,10 +77,6 @@ def configure(db_path: str) -> None:
         "DEFAULT_THROTTLE_RATES": {"anon": "1000000/s", "user": "1000000/s", "login": "100/s"},
     }
     django.setup()
-    if os.environ.get("BENCH_API_SYNC_MIDDLEWARE"):  # before any handler loads middleware
-        from pequeroku.sync_middleware import sync_chain
-
-        settings.MIDDLEWARE = sync_chain(settings.MIDDLEWARE)
 
 
 def make_application() -> object:
@@ -83,7 +84,18 @@ def make_application() -> object:
     configure(os.environ["BENCH_API_DB"])
     from pequeroku.asgi import application
 
+    if os.environ.get("BENCH_API_DJANGO_HANDLER"):
+        return django_handler_application()
     return application
+
+
+def django_handler_application() -> object:
+    """Our stack with Django's stock ``ASGIHandler`` in place of ``pequeroku.http_handler``."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    from pequeroku.body_limit import BodySizeLimit
+
+    return BodySizeLimit(ASGIHandler())
 
 
 def make_wsgi_application() -> object:
@@ -202,9 +214,9 @@ SERVERS = {
 def serve_and_measure(
     kind: str, args: argparse.Namespace, env: dict[str, str]
 ) -> dict[str, object]:
-    if kind.endswith("+sync-mw"):
-        env = {**env, "BENCH_API_SYNC_MIDDLEWARE": "1"}
-    command = SERVERS[kind.removesuffix("+sync-mw")](args.port)
+    if kind == "ASGI-django":
+        env = {**env, "BENCH_API_DJANGO_HANDLER": "1"}
+    command = SERVERS[kind.removesuffix("-django")](args.port)
     server = subprocess.Popen(command, cwd=REPO, env=env)
     try:
         time.sleep(0.5)
@@ -223,8 +235,10 @@ def serve_and_measure(
         server.wait(timeout=30)
 
 
-def profile(requests: int, db_path: str) -> None:
-    """cProfile of ``requests`` trivial requests through each handler, in this process."""
+def profile(
+    requests: int, db_path: str, path: str = "/bench/trivial/", django_handler: bool = False
+) -> None:
+    """cProfile of ``requests`` requests of ``path`` through each handler, in this process."""
     import cProfile
     import io
     import pstats
@@ -237,23 +251,34 @@ def profile(requests: int, db_path: str) -> None:
     import pequeroku.asgi
 
     asgi_app = importlib.reload(pequeroku.asgi).application  # built with the current settings
+    if django_handler:
+        asgi_app = django_handler_application()
+
+    from django.test import Client
 
     wsgi_app = get_wsgi_application()
+    client = Client()
+    assert client.login(username=USERNAME, password=PASSWORD)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
     environ = {
-        "REQUEST_METHOD": "GET", "PATH_INFO": "/bench/trivial/", "QUERY_STRING": "",
+        "REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "",
         "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "REMOTE_ADDR": "127.0.0.1",
         "HTTP_HOST": "127.0.0.1", "wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http",
+        "HTTP_COOKIE": cookie,
     }  # fmt: skip
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": "/bench/trivial/", "raw_path": b"/bench/trivial/",
-        "query_string": b"", "root_path": "", "headers": [(b"host", b"127.0.0.1")],
+        "scheme": "http", "path": path, "raw_path": path.encode(),
+        "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"cookie", cookie.encode())],
         "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
     }  # fmt: skip
 
     def wsgi_once() -> None:
-        body = wsgi_app(dict(environ), lambda status, headers: None)
+        statuses = []
+        body = wsgi_app(dict(environ), lambda status, headers: statuses.append(status))
         b"".join(body)
+        assert statuses[0].startswith("200"), statuses
 
     async def asgi_once() -> None:
         sent = False
@@ -284,7 +309,10 @@ def profile(requests: int, db_path: str) -> None:
         run(requests)
         cpu_ms = (time.process_time() - cpu) * 1000 / requests
         wall_ms = (time.perf_counter() - wall) * 1000 / requests
-        print(f"\n== in-process {label}: {wall_ms:.3f} ms wall, {cpu_ms:.3f} ms CPU per request")
+        print(
+            f"\n== in-process {label} {path}: {wall_ms:.3f} ms wall, {cpu_ms:.3f} ms CPU "
+            "per request"
+        )
         profiler = cProfile.Profile()
         profiler.enable()
         run(requests)
@@ -317,10 +345,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--profile", type=int, default=0, metavar="N")
+    parser.add_argument("--profile-path", default="/bench/trivial/", metavar="PATH")
     parser.add_argument(
-        "--sync-middleware",
+        "--django-handler",
         action="store_true",
-        help="also serve ASGI with Django's middleware sync-only (pequeroku.sync_middleware)",
+        help="also serve ASGI through Django's stock ASGIHandler (what pequeroku.http_handler "
+        "replaces), for comparison",
     )
     args = parser.parse_args()
 
@@ -329,20 +359,14 @@ def main() -> None:
         db_path = str(Path(tmp) / "bench.sqlite3")
         seed(db_path, args.containers)
         env = {**os.environ, "BENCH_API_DB": db_path, "PYTHONPATH": str(REPO)}
-        kinds = [*SERVERS, *(["ASGI+sync-mw"] if args.sync_middleware else [])]
+        kinds = [*SERVERS, *(["ASGI-django"] if args.django_handler else [])]
         for kind in kinds:
             results[kind] = serve_and_measure(kind, args, env)
         if args.profile:
-            profile(args.profile, db_path)
-            if args.sync_middleware:
-                os.environ["BENCH_API_SYNC_MIDDLEWARE"] = "1"
-                print("\n-- with pequeroku.sync_middleware (a fresh process would be cleaner):")
-                from django.conf import settings
-
-                from pequeroku.sync_middleware import sync_chain
-
-                settings.MIDDLEWARE = sync_chain(settings.MIDDLEWARE)
-                profile(args.profile, db_path)
+            profile(args.profile, db_path, args.profile_path)
+            if args.django_handler:
+                print("\n-- ASGI through Django's stock ASGIHandler:")
+                profile(args.profile, db_path, args.profile_path, django_handler=True)
 
     print(f"\n{'server':<13} {'endpoint':<38} {'requests/s':>11} {'CPU ms/request':>15}")
     for kind, result in results.items():
@@ -366,12 +390,12 @@ def main() -> None:
         f"({'meets' if rps_ratio >= 0.5 else 'MISSES'} >= 0.5)"
     )
     print(f"ASGI /api/containers/ / ASGI trivial req/s: {asgi_api / asgi_trivial:.2f}")
-    if "ASGI+sync-mw" in results:
-        sync_api, _ = results["ASGI+sync-mw"]["api"]  # type: ignore[misc]
-        _, sync_cpu = results["ASGI+sync-mw"]["trivial"]  # type: ignore[misc]
+    if "ASGI-django" in results:
+        django_api, _ = results["ASGI-django"]["api"]  # type: ignore[misc]
+        _, django_cpu = results["ASGI-django"]["trivial"]  # type: ignore[misc]
         print(
-            f"with sync-only middleware: trivial CPU / WSGI {sync_cpu / wsgi_trivial_cpu:.2f}, "
-            f"/api/containers/ req/s / WSGI trivial {sync_api / wsgi_trivial:.2f}"
+            f"with Django's ASGIHandler: trivial CPU / WSGI {django_cpu / wsgi_trivial_cpu:.2f}, "
+            f"/api/containers/ req/s / WSGI trivial {django_api / wsgi_trivial:.2f}"
         )
 
 

@@ -1,6 +1,6 @@
 """Writing the audit trail from HTTP requests and WebSocket scopes.
 
-Entry points: ``audit_log_http(request, ...)``, ``audit_log_ws(...)``,
+Entry points: ``audit_log_http(request, ..., deferred=False)``, ``audit_log_ws(...)``,
 ``audit_log_ws_refusal(...)`` (at most one row a minute per user, container and action),
 ``client_ip(meta)``, ``redact_secrets(text)``. An audit write never breaks the action it
 records: failures are logged and swallowed.
@@ -19,6 +19,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
+from internal_config.audit_batch import audit_defer
 from internal_config.models import AuditLog
 
 logger = logging.getLogger(__name__)
@@ -89,10 +90,13 @@ def redact_secrets(text: str) -> str:
     return text
 
 
-def _write(**fields: Any) -> AuditLog | None:
+def _write(*, deferred: bool = False, **fields: Any) -> AuditLog | None:
     fields["user_agent"] = (fields.get("user_agent") or "")[:MAX_USER_AGENT]
     fields["target_id"] = "" if fields.get("target_id") is None else str(fields["target_id"])
     fields["metadata"] = fields.get("metadata") or {}
+    if deferred and settings.AUDIT_DEFER_SECONDS > 0:
+        audit_defer(fields)
+        return None
     try:
         # A savepoint, so a failed write cannot poison the caller's transaction.
         with transaction.atomic():
@@ -112,9 +116,11 @@ def audit_log_http(
     metadata: dict[str, Any] | None = None,
     success: bool = True,
     user: Any = REQUEST_USER,
+    deferred: bool = False,
 ) -> AuditLog | None:
     """One row for ``request``; ``user=None`` records an anonymous actor without touching
-    ``request.user`` (reading it on a DRF request authenticates again)."""
+    ``request.user`` (reading it on a DRF request authenticates again). ``deferred``: a polled
+    read's row, batched off the request path (``internal_config.audit_batch``)."""
     if user is REQUEST_USER:
         request_user = getattr(request, "user", None)
         user = request_user if getattr(request_user, "is_authenticated", False) else None
@@ -130,6 +136,7 @@ def audit_log_http(
         ip=client_ip(request.META),
         user_agent=request.META.get("HTTP_USER_AGENT", ""),
         success=success,
+        deferred=deferred,
     )
 
 

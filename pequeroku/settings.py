@@ -18,7 +18,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
-from pequeroku.env import env_bool, env_int, env_list, env_str
+from pequeroku.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_dotenv(BASE_DIR / ".env", override=False)
@@ -37,6 +37,14 @@ USE_REDIS = "REDIS_URL" in os.environ or "REDIS_URL_FILE" in os.environ or not D
 
 # Used by entrypoint.sh; kept here so every documented variable has one home.
 WORKERS = env_int("WORKERS", 8)
+# Threads per worker process that serve plain HTTP requests (pequeroku.http_handler): the
+# most requests one worker runs at once, and so the most database connections its HTTP side
+# holds (WORKERS x HTTP_THREADS in all; the sockets add one per worker). More threads only
+# help requests that wait (node calls); CPU-bound ones contend for the GIL: 16 concurrent
+# container lists cost ~4.4 ms of CPU each with 1 thread, ~5 ms with 4, ~6-7 ms with 8.
+HTTP_THREADS = env_int("HTTP_THREADS", 4)
+if HTTP_THREADS < 1:
+    raise ImproperlyConfigured("HTTP_THREADS must be at least 1.")
 DJANGO_MODULE = env_str("DJANGO_MODULE", "pequeroku")
 
 if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
@@ -267,6 +275,9 @@ MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 # process; beyond them a socket gets an error event and closes 4429 (docs/sockets.md).
 SOCKETS_MAX_PER_USER = env_int("SOCKETS_MAX_PER_USER", 24)
 TERMINALS_MAX_PER_USER = env_int("TERMINALS_MAX_PER_USER", 16)
+# Audit rows of polled reads (user.info) are inserted in batches this often (seconds) by a
+# background thread, and at shutdown (internal_config.audit_batch); 0 writes them in the request.
+AUDIT_DEFER_SECONDS = env_float("AUDIT_DEFER_SECONDS", 1.0)
 # exec_command: seconds a command may run before it is killed.
 EXEC_TIMEOUT_SECONDS = env_int("EXEC_TIMEOUT_SECONDS", 30)
 

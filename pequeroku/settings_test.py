@@ -37,6 +37,9 @@ if os.environ.get("PEQUEROKU_TEST_REDIS"):
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 NODE_DRIVER = "vm_manager.drivers.memory.InMemoryNodeDriver"
 RECONCILE_IN_BACKGROUND = False
+# Rows land in the request, where a test's transaction sees them (tests/internal_config covers
+# the batched path).
+AUDIT_DEFER_SECONDS = 0
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

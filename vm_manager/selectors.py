@@ -1,16 +1,22 @@
 """Non-trivial reads of the VM manager.
 
 Entry points: ``visible_containers_for``, ``can_view_container``, ``container_list_for_user``,
-``container_rows_for_user``, ``live_visible_container``, ``container_types_for_user``,
-``templates_for_user``, ``user_summary``. Node room for placement is read in
-``vm_manager.placement.node_candidates``.
+``container_rows_for_user``, ``container_rows_list_for_user``, ``live_visible_container``,
+``container_types_for_user``, ``templates_for_user``, ``user_summary``. Node room for
+placement is read in ``vm_manager.placement.node_candidates``.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
+from django.db.models.sql.compiler import SQLCompiler
 
 from vm_manager.errors import ContainerMissing, ContainerNotVisible
 from vm_manager.models import (
@@ -26,6 +32,7 @@ __all__ = [
     "can_view_container",
     "container_list_for_user",
     "container_rows_for_user",
+    "container_rows_list_for_user",
     "container_types_for_user",
     "live_visible_container",
     "templates_for_user",
@@ -64,6 +71,55 @@ CONTAINER_ROW_FIELDS = (
 def container_rows_for_user(user: object) -> QuerySet[Container, dict[str, Any]]:
     """The visible containers as dicts of ``CONTAINER_ROW_FIELDS``, newest first, one query."""
     return visible_containers_for(user).values(*CONTAINER_ROW_FIELDS)  # type: ignore[arg-type]
+
+
+def container_rows_list_for_user(user: Any) -> list[dict[str, Any]]:
+    """``container_rows_for_user`` read at once, through a statement compiled once per thread.
+
+    The frontend polls the list every 2 s per open tab, and building and compiling its query
+    (visibility through two team subqueries) costs the ORM more than running it. The SQL
+    depends on the user only through their id, so each thread compiles it once for a stand-in
+    id and then only swaps the id in: same rule (``visible_containers_for``), same SQL.
+    """
+    if not getattr(user, "is_authenticated", False) or user.is_superuser:
+        return list(container_rows_for_user(user))
+    statement = getattr(_thread_statements, "container_rows", None)
+    if statement is None:
+        statement = _thread_statements.container_rows = _RowsStatement.compile()
+    return statement.run(user.pk)
+
+
+# No user has a negative id: it marks where the user's id goes in the compiled statement.
+_STAND_IN_USER_PK = -424_242_424
+_thread_statements = threading.local()
+
+
+@dataclass(frozen=True)
+class _RowsStatement:
+    sql: str
+    params: tuple[Any, ...]
+    compiler: SQLCompiler
+    converters: dict[int, Any]
+
+    @classmethod
+    def compile(cls) -> _RowsStatement:
+        stand_in = get_user_model()(pk=_STAND_IN_USER_PK, is_superuser=False)
+        rows = container_rows_for_user(stand_in)
+        compiler = rows.query.get_compiler(rows.db)
+        sql, params = compiler.as_sql()
+        if _STAND_IN_USER_PK not in params or compiler.col_count != len(CONTAINER_ROW_FIELDS):
+            raise ImproperlyConfigured("the container list query changed shape")
+        columns = [column for column, *_ in compiler.select[: compiler.col_count]]
+        return cls(sql, tuple(params), compiler, compiler.get_converters(columns))
+
+    def run(self, user_pk: int) -> list[dict[str, Any]]:
+        params = [user_pk if param == _STAND_IN_USER_PK else param for param in self.params]
+        with self.compiler.connection.cursor() as cursor:
+            cursor.execute(self.sql, params)
+            rows: Iterable[Any] = cursor.fetchall()
+        if self.converters:
+            rows = self.compiler.apply_converters(rows, self.converters)
+        return [dict(zip(CONTAINER_ROW_FIELDS, row, strict=True)) for row in rows]
 
 
 def live_visible_container(user: Any, pk: int) -> Container:

@@ -708,9 +708,15 @@ def test_an_archive_response_dropped_unread_leaks_nothing(api_client, running_co
 
 
 def test_list_rows_match_the_container_serializer(api_client, user, make_container, node):
+    from django.utils import timezone
+
     from vm_manager.api.serializers import ContainerSerializer
 
-    made = [make_container(user, node=node), make_container(user, container_type=None)]
+    made = [
+        make_container(user, node=node),
+        make_container(user, container_type=None),
+        make_container(user, node=node, last_active_at=timezone.now()),
+    ]
 
     listed = {c["id"]: c for c in api_client.get("/api/containers/").json()}
 

@@ -7,6 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from vm_manager.models import FileTemplate, FileTemplateItem
+from vm_manager.selectors import container_rows_for_user, container_rows_list_for_user
 
 
 @pytest.fixture
@@ -39,12 +40,28 @@ def test_container_list_queries_do_not_grow_with_rows(
         assert len(api_client.get("/api/containers/").json()) == 50
 
 
-def test_container_list_with_limit_adds_only_the_count(api_client, containers_of):
+def test_container_list_with_limit_is_still_one_query(api_client, containers_of):
     containers_of(5)
     small = count_queries(api_client, "/api/containers/?limit=3")
     containers_of(45)
 
-    assert count_queries(api_client, "/api/containers/?limit=40") == small == 2
+    assert count_queries(api_client, "/api/containers/?limit=40") == small == 1
+
+
+def test_the_compiled_list_statement_serves_each_user_their_own_rows(
+    user, other_user, teammate, node, make_container, django_assert_num_queries
+):
+    mine = make_container(user, node=node)
+    theirs = make_container(teammate, node=node)
+    hidden = make_container(other_user, node=node)
+    container_rows_list_for_user(other_user)  # compiled for one user first
+
+    with django_assert_num_queries(1):
+        rows = container_rows_list_for_user(user)
+
+    assert [row["id"] for row in rows] == [theirs.pk, mine.pk]
+    assert [row["id"] for row in container_rows_list_for_user(other_user)] == [hidden.pk]
+    assert rows == list(container_rows_for_user(user))  # same rows, types and order as the ORM
 
 
 def test_template_list_queries_do_not_grow_with_rows(api_client, db):

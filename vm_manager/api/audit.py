@@ -44,10 +44,12 @@ def audited(
     target_id: str | int | None = None,
     metadata: dict[str, Any] | None = None,
     failures_only: bool = False,
+    deferred: bool = False,
 ) -> Iterator[AuditEntry]:
     """Write ``action``'s row: success, or ``success=False`` with the reason, then re-raise.
 
     ``failures_only``: the service writes the success row itself (with the change it made).
+    ``deferred``: a polled read; its row is batched off the request path.
     """
     entry = AuditEntry(target_id=target_id, metadata=dict(metadata or {}))
     try:
@@ -61,6 +63,7 @@ def audited(
             message=failure_reason(exc)[:1000],
             metadata=entry.metadata,
             success=False,
+            deferred=deferred,
         )
         raise
     if failures_only:
@@ -73,4 +76,5 @@ def audited(
         message=entry.message,
         metadata=entry.metadata,
         success=True,
+        deferred=deferred,
     )

@@ -177,7 +177,9 @@ class UserViewSet(viewsets.ViewSet):
     @extend_schema(responses={200: UserSummarySerializer})
     @action(detail=False, methods=["get"])
     def me(self, request: Request) -> Response:
-        with audited(request, "user.info", target_type="user", target_id=request.user.pk):
+        with audited(
+            request, "user.info", target_type="user", target_id=request.user.pk, deferred=True
+        ):
             summary = selectors.user_summary(request.user)
         return Response(UserSummarySerializer(summary).data)
 
@@ -255,7 +257,7 @@ class ContainerViewSet(
         return Response(ContainerSerializer(container).data)
 
     def list(self, request: Request) -> Response:
-        rows = selectors.container_rows_for_user(request.user)
+        rows = selectors.container_rows_list_for_user(request.user)
         page = self.paginate_queryset(rows)
         data = [container_row_data(row) for row in (rows if page is None else page)]
         return Response(data) if page is None else self.get_paginated_response(data)
