@@ -71,6 +71,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Innermost, so it sees a view's exception first: database or Redis down -> 503 JSON.
+    "pequeroku.db_errors.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "pequeroku.urls"
