@@ -94,6 +94,12 @@ TEMPLATES = [
     },
 ]
 
+# PostgreSQL connections, bounded: a pool per process (psycopg_pool, through Django) of at most
+# DB_POOL_MAX_SIZE connections; a request waits up to DB_POOL_TIMEOUT seconds for one, then gets
+# a 503 (pequeroku.db_errors). Under ASGI a "persistent" connection belongs to the thread of one
+# request, so without the pool their number follows the traffic (docs/deploy.md).
+# DB_POOL_MAX_SIZE=0: no pool, DB_CONN_MAX_AGE applies.
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 10)
 if env_str("DB_NAME"):
     DATABASES = {
         "default": {
@@ -103,8 +109,21 @@ if env_str("DB_NAME"):
             "PASSWORD": env_str("DB_PASSWORD"),
             "HOST": env_str("DB_HOST", "127.0.0.1"),
             "PORT": env_str("DB_PORT", "5432"),
-            "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 60),
+            "CONN_MAX_AGE": 0 if DB_POOL_MAX_SIZE > 0 else env_int("DB_CONN_MAX_AGE", 60),
+            # With the pool: a connection is checked when taken (one dropped by a restart is
+            # replaced, not handed to a request).
             "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": (
+                {
+                    "pool": {
+                        "min_size": min(2, DB_POOL_MAX_SIZE),
+                        "max_size": DB_POOL_MAX_SIZE,
+                        "timeout": env_int("DB_POOL_TIMEOUT", 5),
+                    }
+                }
+                if DB_POOL_MAX_SIZE > 0
+                else {}
+            ),
         }
     }
 else:
