@@ -188,12 +188,14 @@ class Shape:
     def admin_dsn(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.pg_port}/postgres"
 
-    def _spawn(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, args: list[str], log: Path, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with log.open("ab") as sink:
             return subprocess.Popen(  # noqa: S603 - our own fixed commands
                 args,
                 cwd=REPO,
-                env={**os.environ, **self.env()},
+                env={**os.environ, **self.env(), **(extra_env or {})},
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -319,6 +321,8 @@ class Shape:
                 "--token-file", str(agent.token_file), "--log-level", "warning",
             ],
             agent.log,
+            # The fake isolates nothing; this lets placement use it for the run (see its module).
+            {"PEQUEROKU_SHELL_LOAD_RUN": "1"},
         )  # fmt: skip
         wait_until(lambda: port_open(agent.port), 30, f"node agent {agent.index}")
 
