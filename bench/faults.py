@@ -109,6 +109,7 @@ def _kill_reconciler_mid_pass(shape: Shape) -> str:
     from django.db import connections
 
     from vm_manager.models import Container, ContainerType, ResourceQuota
+    from vm_manager.reconciler import CLAIM_SECONDS
     from vm_manager.services import container_create
 
     user, _ = User.objects.get_or_create(username="faults-burst")
@@ -128,14 +129,31 @@ def _kill_reconciler_mid_pass(shape: Shape) -> str:
         time.sleep(0.02)
     pid = shape.reconciler.pid
     shape.reconciler.kill()
+    killed_at = time.monotonic()
     shape.reconciler.wait(timeout=10)
     burst = Container.objects.filter(pk__in=created)
+    tokens = set(burst.exclude(claim_token="").values_list("claim_token", flat=True))
     claimed = burst.exclude(claim_token="").count()
     running = burst.filter(status=Container.Status.RUNNING).count()
     shape.start_reconciler()
+    # How long the dead run's claims held its containers, and until the burst ran.
+    lapsed = settled = None
+    while time.monotonic() - killed_at < CONVERGE_TIMEOUT:
+        if lapsed is None and not burst.filter(claim_token__in=tokens).exists():
+            lapsed = time.monotonic() - killed_at
+        if burst.filter(status=Container.Status.RUNNING).count() == BURST:
+            settled = time.monotonic() - killed_at
+            break
+        time.sleep(0.2)
+    connections.close_all()
+
+    def seconds(value: float | None) -> str:
+        return "NOT within 120 s" if value is None else f"{value:.1f} s"
+
     return (
         f"kill -9 reconciler {pid} mid-pass: of {BURST} new containers {running} running, "
-        f"{claimed} left claimed; restarted"
+        f"{claimed} left claimed; restarted. The dead run's claims gone {seconds(lapsed)} after "
+        f"the kill (CLAIM_SECONDS {CLAIM_SECONDS}), all {BURST} running {seconds(settled)} after it"
     )
 
 

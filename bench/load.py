@@ -25,7 +25,8 @@ server's CPU per request, RSS and DB connections over time, then the invariant c
 stopped and the database dropped at the end.
 
 ``--soak``: the long run. Defaults become 500 users (100 consoles, 50 editors, 10 AI users, 5
-churning) for 600 s with logins spread over 120 s (any of them can still be given); latencies
+churning) for 600 s with logins spread over 120 s and a 10 s keep-alive (any of them can still be
+given); latencies
 are taken after the ramp (steady state), and the run ends with a verdict: no error, every route's
 p99 within ``--p99-target`` ms, the web tier's RSS grown less than 10% from the end of the
 warm-up (ramp + 60 s) to the end, and the database connections never above their bound
@@ -71,6 +72,8 @@ SOAK = {
     "churn_users": 5,
     "duration": 600.0,
     "ramp": 120.0,
+    # Above the clients' 2 s poll: the worker's idle timeout (Gunicorn's 2 s) must not race it.
+    "keep_alive": 10,
 }
 SOAK_RSS_GROWTH = 10.0  # percent, from the end of the warm-up to the end of the run
 DEFAULT_DB_POOL = 10  # the settings' DB_POOL_MAX_SIZE
