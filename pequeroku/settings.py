@@ -340,6 +340,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # The connection pool retries in the background while PostgreSQL is down and logs every
+        # attempt with the server's address; what failed is reported once by the caller (a 503,
+        # the reconcile loop's line).
+        "psycopg.pool": {"level": "ERROR"},
         # pequeroku.request already logs every request once; keep Django's 5xx tracebacks only.
         "django.request": {"level": "ERROR", "filters": ["tracebacks_only"]},
         "pequeroku.request": {"level": "NOTSET" if LOG_REQUESTS else "WARNING"},
