@@ -29,8 +29,8 @@ churning) for 600 s with logins spread over 120 s and a 10 s keep-alive (any of 
 given); latencies
 are taken after the ramp (steady state), and the run ends with a verdict: no error, every route's
 p99 within ``--p99-target`` ms, the web tier's RSS grown less than 10% from the end of the
-warm-up (ramp + 60 s) to the end, and the database connections never above their bound
-(web workers x ``DB_POOL_MAX_SIZE`` + the reconciler's pool).
+warm-up (ramp + 60 s, at most half the run) to the end, and the database connections never
+above their bound (web workers x ``DB_POOL_MAX_SIZE`` + the reconciler's pool).
 """
 
 from __future__ import annotations
@@ -787,7 +787,7 @@ def run(shape: Shape, args: argparse.Namespace, provider: Any) -> None:
         f"server CPU: web {cpu['web']:.1f} s ({per_request:.2f} ms per HTTP request, sockets "
         f"included), reconciler {cpu['reconciler']:.1f} s, agents {cpu['agents']:.1f} s"
     )
-    warm_up = args.ramp + 60.0 if args.soak else None
+    warm_up = min(args.ramp + 60.0, args.duration / 2) if args.soak else None
     growth, max_connections = report_timeline(rows, warm_up, every=6 if args.soak else 1)
     converged, violations = check_invariants(journal, since, CONVERGE_TIMEOUT)
     report_invariants(converged, violations, CONVERGE_TIMEOUT)
