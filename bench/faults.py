@@ -61,6 +61,7 @@ GRACE = timedelta(seconds=10)
 # A reconcile pass killed mid-way leaves its claims until they lapse (reconciler.CLAIM_SECONDS).
 CONVERGE_TIMEOUT = 120.0
 BURST = 40  # enough creates that a pass is still acting when it is killed
+BURST_PER_USER = 10
 
 
 @dataclass
@@ -112,13 +113,17 @@ def _kill_reconciler_mid_pass(shape: Shape) -> str:
     from vm_manager.reconciler import CLAIM_SECONDS
     from vm_manager.services import container_create
 
-    user, _ = User.objects.get_or_create(username="faults-burst")
-    ResourceQuota.objects.get_or_create(user=user)
     small = ContainerType.objects.get(container_type_name="small")
-    ResourceQuota.objects.filter(user=user).update(credits=BURST * small.credits_cost)
-    ResourceQuota.objects.get(user=user).allowed_types.add(small)
-    Container.objects.filter(user=user).delete()
-    created = [container_create(user=user, container_type_id=small.pk).pk for _ in range(BURST)]
+    created = []
+    # Several owners: the per-user container cap (Config max_containers_per_user) is 10.
+    for index in range(-(-BURST // BURST_PER_USER)):
+        user, _ = User.objects.get_or_create(username=f"faults-burst-{index}")
+        ResourceQuota.objects.get_or_create(user=user)
+        ResourceQuota.objects.filter(user=user).update(credits=BURST_PER_USER * small.credits_cost)
+        ResourceQuota.objects.get(user=user).allowed_types.add(small)
+        Container.objects.filter(user=user).delete()
+        count = min(BURST_PER_USER, BURST - len(created))
+        created += [container_create(user=user, container_type_id=small.pk).pk for _ in range(count)]
     connections.close_all()
     assert shape.reconciler is not None
     # The loop wakes every interval: wait until it has claimed one of the burst, then kill it.
