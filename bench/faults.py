@@ -123,7 +123,9 @@ def _kill_reconciler_mid_pass(shape: Shape) -> str:
         ResourceQuota.objects.get(user=user).allowed_types.add(small)
         Container.objects.filter(user=user).delete()
         count = min(BURST_PER_USER, BURST - len(created))
-        created += [container_create(user=user, container_type_id=small.pk).pk for _ in range(count)]
+        created += [
+            container_create(user=user, container_type_id=small.pk).pk for _ in range(count)
+        ]
     connections.close_all()
     assert shape.reconciler is not None
     # The loop wakes every interval: wait until it has claimed one of the burst, then kill it.
