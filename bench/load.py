@@ -1,7 +1,8 @@
 """Load on the production shape: the upstream frontend's traffic, bounded, to 127.0.0.1 only.
 
     .venv/bin/python bench/load.py [--users 50] [--duration 60] [--consoles 10] [--editors 10]
-        [--ai-users 5] [--churn-users 2] [--workers 2] [--nodes 2] [--warmup 10]
+        [--ai-users 5] [--churn-users 2] [--workers 2] [--nodes 2] [--ramp 20] [--db-pool N]
+    .venv/bin/python bench/load.py --soak [--users 500] [--duration 600] [--p99-target 1000]
 
 Starts the production shape (``scripts/prod_shape.py``: Gunicorn + Uvicorn workers, PostgreSQL,
 Redis, the reconcile loop, node agents on the shell hypervisor) and the fake OpenAI-compatible
@@ -22,6 +23,14 @@ of its kind. Prints per-route p50/p95/p99, errors by kind, requests/s, socket ro
 server's CPU per request, RSS and DB connections over time, then the invariant checks
 (``vm_manager.invariants``) once the reconciler has had time to converge. Everything started is
 stopped and the database dropped at the end.
+
+``--soak``: the long run. Defaults become 500 users (100 consoles, 50 editors, 10 AI users, 5
+churning) for 600 s with logins spread over 120 s and a 10 s keep-alive (any of them can still be
+given); latencies
+are taken after the ramp (steady state), and the run ends with a verdict: no error, every route's
+p99 within ``--p99-target`` ms, the web tier's RSS grown less than 10% from the end of the
+warm-up (ramp + 60 s, at most half the run) to the end, and the database connections never
+above their bound (web workers x ``DB_POOL_MAX_SIZE`` + the reconciler's pool).
 """
 
 from __future__ import annotations
@@ -55,6 +64,19 @@ EDITOR_EVERY = 5.0
 AI_EVERY = 15.0
 SOCKET_TIMEOUT = 30.0
 CONVERGE_TIMEOUT = 120.0
+SOAK = {
+    "users": 500,
+    "consoles": 100,
+    "editors": 50,
+    "ai_users": 10,
+    "churn_users": 5,
+    "duration": 600.0,
+    "ramp": 120.0,
+    # Above the clients' 2 s poll: the worker's idle timeout (Gunicorn's 2 s) must not race it.
+    "keep_alive": 10,
+}
+SOAK_RSS_GROWTH = 10.0  # percent, from the end of the warm-up to the end of the run
+DEFAULT_DB_POOL = 10  # the settings' DB_POOL_MAX_SIZE
 
 
 # -- what the run records -------------------------------------------------------------------------
@@ -68,10 +90,15 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     error_times: list[tuple[float, str]] = field(default_factory=list)
     requests: int = 0
+    # Latencies from this moment on (after the logins' ramp) are also kept as the steady state.
+    steady_from: float = float("inf")
+    steady: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def ok(self, route: str, seconds: float) -> None:
         self.routes[route].append(seconds)
         self.requests += 1
+        if time.monotonic() >= self.steady_from:
+            self.steady[route].append(seconds)
 
     def fail(self, kind: str) -> None:
         self.errors[kind] += 1
@@ -113,6 +140,9 @@ def percentile(values: list[float], q: float) -> float:
 def setup_django(shape: Shape) -> None:
     os.environ.update(shape.env())
     os.environ["RECONCILE_IN_BACKGROUND"] = "false"  # the shape's reconcile loop does it
+    # The bench's own connections close when it is done with them: only the server's are counted.
+    os.environ["DB_POOL_MAX_SIZE"] = "0"
+    os.environ["DB_CONN_MAX_AGE"] = "0"
     import django
 
     django.setup()
@@ -443,6 +473,7 @@ async def run_traffic(
     rows: list[list[float]] = []
     args.deadline = time.monotonic() + args.duration
     stats.started = time.monotonic()
+    stats.steady_from = stats.started + args.ramp
     sample = asyncio.create_task(sampler(shape, stats, args.deadline, rows))
     users = [simulate(sim, shape.url, stats, journal, args) for sim in sims]
     await asyncio.gather(*users)
@@ -532,10 +563,13 @@ def machine() -> str:
     )
 
 
-def report_latencies(stats: Stats, elapsed: float) -> None:
+def report_latencies(stats: Stats, elapsed: float, *, steady: bool = False) -> None:
+    routes = stats.steady if steady else stats.routes
+    if steady:
+        print("HTTP latencies after the ramp (steady state):")
     print(f"{'route':<40} {'count':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}  (ms)")
-    for route in sorted(stats.routes):
-        ms = [s * 1000 for s in stats.routes[route]]
+    for route in sorted(routes):
+        ms = [s * 1000 for s in routes[route]]
         print(
             f"{route:<40} {len(ms):>6} {percentile(ms, 0.5):>8.1f} {percentile(ms, 0.95):>8.1f} "
             f"{percentile(ms, 0.99):>8.1f} {max(ms):>8.1f}"
@@ -558,20 +592,72 @@ def report_latencies(stats: Stats, elapsed: float) -> None:
         print("errors: 0")
 
 
-def report_timeline(rows: list[list[float]]) -> None:
+def report_timeline(
+    rows: list[list[float]], warm_up: float | None = None, every: int = 1
+) -> tuple[float | None, float]:
+    """Print the samples (every ``every``-th); returns (web RSS growth % after ``warm_up``
+    seconds, or after the first 20% of the run; max DB connections)."""
     print(
         f"{'t (s)':>6} {'req/s':>7} {'web MB':>8} {'reconciler MB':>14} {'agents MB':>10} "
         f"{'DB conns':>9}"
     )
-    for t, rate, web, rec, agents, conns in rows:
-        print(f"{t:>6.0f} {rate:>7.1f} {web:>8.0f} {rec:>14.0f} {agents:>10.0f} {conns:>9.0f}")
-    warm = [row for row in rows if row[0] >= rows[0][0] + 0.2 * (rows[-1][0] - rows[0][0])]
+    for index, (t, rate, web, rec, agents, conns) in enumerate(rows):
+        if index % every == 0 or index == len(rows) - 1:
+            print(f"{t:>6.0f} {rate:>7.1f} {web:>8.0f} {rec:>14.0f} {agents:>10.0f} {conns:>9.0f}")
+    if not rows:
+        return None, 0.0
+    start = warm_up if warm_up is not None else rows[0][0] + 0.2 * (rows[-1][0] - rows[0][0])
+    warm = [row for row in rows if row[0] >= start]
+    growth = None
     if len(warm) >= 2 and warm[0][2]:
         growth = (warm[-1][2] - warm[0][2]) / warm[0][2] * 100
-        print(f"web RSS after warm-up: {warm[0][2]:.0f} -> {warm[-1][2]:.0f} MB ({growth:+.1f}%)")
+        print(
+            f"web RSS after warm-up ({warm[0][0]:.0f} s): {warm[0][2]:.0f} -> {warm[-1][2]:.0f} MB "
+            f"({growth:+.1f}%); at the first sample {rows[0][2]:.0f} MB"
+        )
     conns = [row[5] for row in rows if row[5] >= 0]
     if conns:
         print(f"DB connections: max {max(conns):.0f}")
+    return growth, max(conns, default=0.0)
+
+
+def soak_verdict(
+    stats: Stats,
+    growth: float | None,
+    max_connections: float,
+    connection_bound: int,
+    p99_target_ms: float,
+) -> bool:
+    """Print the soak's pass/fail lines; True when every criterion held."""
+    checks: list[tuple[str, bool]] = []
+    errors = sum(stats.errors.values())
+    checks.append((f"errors: {errors} (target 0)", errors == 0))
+    worst = max(
+        ((percentile(v, 0.99) * 1000, r) for r, v in stats.steady.items() if v),
+        default=(0.0, "-"),
+    )
+    checks.append(
+        (f"worst p99: {worst[0]:.0f} ms ({worst[1]}; target {p99_target_ms:.0f} ms)",
+         worst[0] <= p99_target_ms)
+    )  # fmt: skip
+    checks.append(
+        (
+            f"web RSS growth after warm-up: "
+            f"{'n/a' if growth is None else f'{growth:+.1f}%'} (target < {SOAK_RSS_GROWTH:.0f}%)",
+            growth is not None and growth < SOAK_RSS_GROWTH,
+        )
+    )
+    checks.append(
+        (
+            f"DB connections: max {max_connections:.0f} (bound {connection_bound})",
+            max_connections <= connection_bound,
+        )
+    )
+    for text, ok in checks:
+        print(f"soak {'ok  ' if ok else 'FAIL'} {text}")
+    passed = all(ok for _, ok in checks)
+    print(f"soak: {'PASSED' if passed else 'FAILED'}")
+    return passed
 
 
 def report_invariants(converged: float, violations: list[Any], timeout: float) -> None:
@@ -589,7 +675,17 @@ def report_invariants(converged: float, violations: list[Any], timeout: float) -
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--soak", action="store_true", help="the long run: 500 users, 600 s, and a verdict"
+    )
+    parser.add_argument(
+        "--p99-target", type=float, default=1000.0, help="soak: every route's p99 (ms)"
+    )
+    parser.add_argument(
+        "--db-pool", type=int, help="DB_POOL_MAX_SIZE per process (default: settings', 10)"
+    )
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")
     parser.add_argument("--consoles", type=int, default=10)
@@ -613,6 +709,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--logs", type=Path, help="keep the shape's logs in this directory")
     args = parser.parse_args(argv)
+    if args.soak:  # the soak's sizes, except those given on the command line
+        given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+        for name, value in SOAK.items():
+            if "--" + name.replace("_", "-") not in given:
+                setattr(args, name, value)
     active = max(args.consoles, args.editors, args.ai_users)
     if args.users < 1 or args.duration <= 0 or args.duration > 3600:
         parser.error("--users must be at least 1 and --duration within (0, 3600]")
@@ -636,6 +737,7 @@ def main() -> None:
         nodes=args.nodes,
         private_services=not args.machine_services,
         db_conn_max_age=args.db_conn_max_age,
+        db_pool_max_size=args.db_pool,
         keep_logs=args.logs,
         keep_alive=args.keep_alive,
     )
@@ -654,6 +756,7 @@ def run(shape: Shape, args: argparse.Namespace, provider: Any) -> None:
     from vm_manager.models import ContainerType
 
     since = timezone.now()
+    pool = DEFAULT_DB_POOL if args.db_pool is None else args.db_pool
     sims = seed(args, provider.url, provider.api_key)
     args.type_id = ContainerType.objects.get(container_type_name="small").pk
     containers = [s.container for s in sims if s.container is not None]
@@ -664,7 +767,7 @@ def run(shape: Shape, args: argparse.Namespace, provider: Any) -> None:
         f"{args.ai_users} AI, {args.churn_users} churn), {args.duration:.0f} s; "
         f"{args.workers} web workers, {args.nodes} shell-hypervisor nodes, "
         f"{'machine' if args.machine_services else 'private'} PostgreSQL and Redis, "
-        f"DB_CONN_MAX_AGE {'default' if args.db_conn_max_age is None else args.db_conn_max_age}, "
+        f"DB pool {pool} per process, "
         f"keep-alive {'default' if args.keep_alive is None else args.keep_alive}; "
         f"{len(containers)} containers running after {took:.1f} s"
     )
@@ -677,15 +780,26 @@ def run(shape: Shape, args: argparse.Namespace, provider: Any) -> None:
     pids = shape.server_pids()
     cpu = {role: cpu_seconds(p) - cpu_before.get(role, 0.0) for role, p in pids.items()}
     report_latencies(stats, elapsed)
+    if args.soak:
+        report_latencies(stats, elapsed, steady=True)
     per_request = cpu["web"] / max(stats.requests, 1) * 1000
     print(
         f"server CPU: web {cpu['web']:.1f} s ({per_request:.2f} ms per HTTP request, sockets "
         f"included), reconciler {cpu['reconciler']:.1f} s, agents {cpu['agents']:.1f} s"
     )
-    report_timeline(rows)
+    warm_up = min(args.ramp + 60.0, args.duration / 2) if args.soak else None
+    growth, max_connections = report_timeline(rows, warm_up, every=6 if args.soak else 1)
     converged, violations = check_invariants(journal, since, CONVERGE_TIMEOUT)
     report_invariants(converged, violations, CONVERGE_TIMEOUT)
     connections.close_all()
+    if args.soak:
+        # Each web worker and the reconciler has its own pool (0: no pool, no stated bound).
+        bound = (args.workers + 1) * pool if pool > 0 else 10**6
+        passed = soak_verdict(stats, growth, max_connections, bound, args.p99_target)
+        if violations:
+            print("soak: FAILED (invariants)")
+        if not passed or violations:
+            sys.exit(1)
 
 
 if __name__ == "__main__":

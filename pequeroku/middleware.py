@@ -16,14 +16,21 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
+from pequeroku.db_errors import is_unavailable
+
 logger = logging.getLogger("pequeroku.request")
 
 GetResponse = Callable[[HttpRequest], Any]
 
 
 def _user_id(request: HttpRequest) -> int | None:
-    user = getattr(request, "user", None)
-    if user is None or not getattr(user, "is_authenticated", False):
+    try:
+        user = getattr(request, "user", None)
+        if user is None or not getattr(user, "is_authenticated", False):
+            return None
+    except Exception as exc:  # the session lookup failed: logged without its user, not a 500
+        if not is_unavailable(exc):
+            raise
         return None
     return user.pk
 

@@ -38,8 +38,8 @@ USE_REDIS = "REDIS_URL" in os.environ or "REDIS_URL_FILE" in os.environ or not D
 # Used by entrypoint.sh; kept here so every documented variable has one home.
 WORKERS = env_int("WORKERS", 8)
 # Threads per worker process that serve plain HTTP requests (pequeroku.http_handler): the
-# most requests one worker runs at once, and so the most database connections its HTTP side
-# holds (WORKERS x HTTP_THREADS in all; the sockets add one per worker). More threads only
+# most requests one worker runs at once (each holds at most one database connection, taken
+# from the worker's pool, DB_POOL_MAX_SIZE below). More threads only
 # help requests that wait (node calls); CPU-bound ones contend for the GIL: 16 concurrent
 # container lists cost ~4.4 ms of CPU each with 1 thread, ~5 ms with 4, ~6-7 ms with 8.
 HTTP_THREADS = env_int("HTTP_THREADS", 4)
@@ -79,6 +79,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Innermost, so it sees a view's exception first: database or Redis down -> 503 JSON.
+    "pequeroku.db_errors.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "pequeroku.urls"
@@ -100,6 +102,12 @@ TEMPLATES = [
     },
 ]
 
+# PostgreSQL connections, bounded: a pool per process (psycopg_pool, through Django) of at most
+# DB_POOL_MAX_SIZE connections; a request waits up to DB_POOL_TIMEOUT seconds for one, then gets
+# a 503 (pequeroku.db_errors). Under ASGI a "persistent" connection belongs to the thread of one
+# request, so without the pool their number follows the traffic (docs/deploy.md).
+# DB_POOL_MAX_SIZE=0: no pool, DB_CONN_MAX_AGE applies.
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 10)
 if env_str("DB_NAME"):
     DATABASES = {
         "default": {
@@ -109,8 +117,21 @@ if env_str("DB_NAME"):
             "PASSWORD": env_str("DB_PASSWORD"),
             "HOST": env_str("DB_HOST", "127.0.0.1"),
             "PORT": env_str("DB_PORT", "5432"),
-            "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 60),
+            "CONN_MAX_AGE": 0 if DB_POOL_MAX_SIZE > 0 else env_int("DB_CONN_MAX_AGE", 60),
+            # With the pool: a connection is checked when taken (one dropped by a restart is
+            # replaced, not handed to a request).
             "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": (
+                {
+                    "pool": {
+                        "min_size": min(2, DB_POOL_MAX_SIZE),
+                        "max_size": DB_POOL_MAX_SIZE,
+                        "timeout": env_int("DB_POOL_TIMEOUT", 5),
+                    }
+                }
+                if DB_POOL_MAX_SIZE > 0
+                else {}
+            ),
         }
     }
 else:
@@ -330,6 +351,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # The connection pool retries in the background while PostgreSQL is down and logs every
+        # attempt with the server's address; what failed is reported once by the caller (a 503,
+        # the reconcile loop's line).
+        "psycopg.pool": {"level": "ERROR"},
         # pequeroku.request already logs every request once; keep Django's 5xx tracebacks only.
         "django.request": {"level": "ERROR", "filters": ["tracebacks_only"]},
         "pequeroku.request": {"level": "NOTSET" if LOG_REQUESTS else "WARNING"},

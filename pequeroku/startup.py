@@ -70,6 +70,8 @@ def wait_for_database(timeout: float, interval: float) -> int:
         # Bound every attempt, so a host that drops packets cannot stall the loop.
         options = connection.settings_dict.setdefault("OPTIONS", {})
         options.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+        # One plain connection per attempt: a pool would wait its own timeout and log retries.
+        options.pop("pool", None)
     deadline = time.monotonic() + timeout
     attempts = 0
     while True:

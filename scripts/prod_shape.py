@@ -8,10 +8,11 @@ own on free 127.0.0.1 ports; a dedicated database (``pequeroku_shape``, created,
 dropped at the end); K node agents on the ``shell`` hypervisor (``node_agent.shell_hypervisor``:
 a fake at the process boundary, real HTTP/WebSocket API, no QEMU), registered as nodes; the
 reconcile loop (``manage.py reconcile --loop``); Gunicorn with N Uvicorn workers serving
-``pequeroku.asgi`` with DEBUG=false, PostgreSQL with persistent connections and the Redis
-channel layer, cache and revision store. Without ``--private-services`` it uses the machine's
-PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379, db 13) under a key prefix of its own,
-whose keys it deletes at the end; it never stops or restarts the machine's services.
+``pequeroku.asgi`` with DEBUG=false, PostgreSQL through a connection pool per process (the
+settings' ``DB_POOL_MAX_SIZE``) and the Redis channel layer, cache and revision store. Without
+``--private-services`` it uses the machine's PostgreSQL (127.0.0.1:5432) and Redis
+(127.0.0.1:6379, db 13) under a key prefix of its own, whose keys it deletes at the end; it
+never stops or restarts the machine's services.
 
 Ctrl-C (or SIGTERM) stops everything in order: reconciler, web, agents (their shells),
 private services; then drops the database. Nothing is left running.
@@ -126,6 +127,7 @@ class Shape:
     private_services: bool = False
     reconcile_interval: float = 2.0
     db_conn_max_age: int | None = None  # DB_CONN_MAX_AGE for the web tier (settings' default)
+    db_pool_max_size: int | None = None  # DB_POOL_MAX_SIZE per process (settings' default, 10)
     keep_logs: Path | None = None  # copy the logs here on stop
     keep_alive: int | None = None  # Gunicorn --keep-alive (entrypoint.sh leaves its default, 2 s)
     redis_url: str = "redis://127.0.0.1:6379/13"
@@ -169,6 +171,11 @@ class Shape:
                 if self.db_conn_max_age is None
                 else {"DB_CONN_MAX_AGE": str(self.db_conn_max_age)}
             ),
+            **(
+                {}
+                if self.db_pool_max_size is None
+                else {"DB_POOL_MAX_SIZE": str(self.db_pool_max_size)}
+            ),
             "REDIS_URL": self.redis_url,
             "REDIS_PREFIX": self.prefix,
             # As behind the production reverse proxy: each simulated user has an address of its
@@ -181,12 +188,14 @@ class Shape:
     def admin_dsn(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.pg_port}/postgres"
 
-    def _spawn(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, args: list[str], log: Path, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with log.open("ab") as sink:
             return subprocess.Popen(  # noqa: S603 - our own fixed commands
                 args,
                 cwd=REPO,
-                env={**os.environ, **self.env()},
+                env={**os.environ, **self.env(), **(extra_env or {})},
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -312,6 +321,8 @@ class Shape:
                 "--token-file", str(agent.token_file), "--log-level", "warning",
             ],
             agent.log,
+            # The fake isolates nothing; this lets placement use it for the run (see its module).
+            {"PEQUEROKU_SHELL_LOAD_RUN": "1"},
         )  # fmt: skip
         wait_until(lambda: port_open(agent.port), 30, f"node agent {agent.index}")
 

@@ -5,8 +5,11 @@ One pass:
 2. probe every node once, concurrently: health and ``vm_list`` (no DB transaction open);
 3. record node health in one UPDATE and plan each container against what its node reported;
 4. claim only the containers that need a node call, with a conditional UPDATE
-   (``claimed_until`` in the past), so two overlapping runs never act on the same container
-   and a killed run's claim simply expires;
+   (``claimed_until`` in the past), so two overlapping runs never act on the same container.
+   A claim is short (``CLAIM_SECONDS``) and a heartbeat thread renews it every
+   ``CLAIM_RENEW_SECONDS`` while the run acts on it, so a slow node never loses it and a killed
+   run's claims expire at most ``CLAIM_SECONDS`` after the kill: the next pass after that
+   converges those containers;
 5. act on the claimed containers (re-reading each VM's status first, so a run that lost the
    race to another does nothing twice), then record statuses and audit rows and release.
 
@@ -75,7 +78,9 @@ D = Container.DesiredState
 # One line per node action (JSON fields with LOG_FORMAT=json); never tokens.
 logger = logging.getLogger("pequeroku.reconcile")
 
-CLAIM_SECONDS = 300
+# A live run renews its claims every CLAIM_RENEW_SECONDS; a dead one's lapse within CLAIM_SECONDS.
+CLAIM_SECONDS = 30
+CLAIM_RENEW_SECONDS = 10
 BACKOFF_BASE_SECONDS = 10
 BACKOFF_CAP_SECONDS = 600
 PER_NODE_CONCURRENCY = 4
@@ -268,6 +273,49 @@ def _claim(ids: list[int], token: str, now: datetime) -> list[Container]:
 
 def _release(token: str) -> None:
     Container.objects.filter(claim_token=token).update(claim_token="", claimed_until=None)
+
+
+def _renew(token: str) -> int:
+    """Push this run's claims ``CLAIM_SECONDS`` ahead; returns how many rows it still holds."""
+    until = timezone.now() + timedelta(seconds=CLAIM_SECONDS)
+    return Container.objects.filter(claim_token=token).update(claimed_until=until)
+
+
+class ClaimHeartbeat:
+    """Renews a run's claims every ``every`` seconds on a thread of its own until stopped.
+
+    The thread has its own database connection (closed when it ends); a renewal that fails (the
+    database restarting) is logged and tried again at the next beat: the claims then last
+    ``CLAIM_SECONDS`` from the previous one."""
+
+    def __init__(
+        self, token: str, every: float | None = None, renew: Callable[[str], int] = _renew
+    ) -> None:
+        self.token = token
+        self.every = CLAIM_RENEW_SECONDS if every is None else every
+        self.renew = renew
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reconcile-claims", daemon=True)
+
+    def __enter__(self) -> ClaimHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.every):
+                try:
+                    self.renew(self.token)
+                    self.beats += 1
+                except Exception:
+                    logger.warning("reconcile claims not renewed this beat", exc_info=True)
+        finally:
+            connections.close_all()
 
 
 def _spec(container: Container) -> VMSpec:
@@ -566,28 +614,37 @@ def _act_on_claimed(
 ) -> None:
     token = secrets.token_hex(16)
     try:
-        claimed = _claim(list(wanted), token, now)
-        report.skipped_claimed = len(wanted) - len(claimed)
-        work = [(c, Step(c.pk, wanted[c.pk].action)) for c in claimed]
-        work = [(c, s) for c, s in work if s.action != SUSPEND or _flag_idle(c, token, idle_before)]
-        _place(work, token)
-        for container, step in work:
-            if step.action == DELETE and container.node_id is None:
-                with transaction.atomic():
-                    _record(
-                        container, Outcome(container.pk, DELETE, True, deleted=True), token, report
-                    )
-        work = [
-            (c, s)
-            for c, s in work
-            if s.action != UNPLACEABLE and not (s.action == DELETE and c.node_id is None)
-        ]
-        outcomes = async_to_sync(_act_all)(work) if work else []
-        for (container, _), outcome in zip(work, outcomes, strict=True):
-            with transaction.atomic():  # the status and its audit row commit together
-                _record(container, outcome, token, report)
+        with ClaimHeartbeat(token):
+            _act_on_claims(wanted, token, now, report, idle_before)
     finally:
         _release(token)
+
+
+def _act_on_claims(
+    wanted: dict[int, Step],
+    token: str,
+    now: datetime,
+    report: ReconcileReport,
+    idle_before: datetime | None,
+) -> None:
+    claimed = _claim(list(wanted), token, now)
+    report.skipped_claimed = len(wanted) - len(claimed)
+    work = [(c, Step(c.pk, wanted[c.pk].action)) for c in claimed]
+    work = [(c, s) for c, s in work if s.action != SUSPEND or _flag_idle(c, token, idle_before)]
+    _place(work, token)
+    for container, step in work:
+        if step.action == DELETE and container.node_id is None:
+            with transaction.atomic():
+                _record(container, Outcome(container.pk, DELETE, True, deleted=True), token, report)
+    work = [
+        (c, s)
+        for c, s in work
+        if s.action != UNPLACEABLE and not (s.action == DELETE and c.node_id is None)
+    ]
+    outcomes = async_to_sync(_act_all)(work) if work else []
+    for (container, _), outcome in zip(work, outcomes, strict=True):
+        with transaction.atomic():  # the status and its audit row commit together
+            _record(container, outcome, token, report)
 
 
 def _load_user_and_audit(container: Container, message: str) -> None:

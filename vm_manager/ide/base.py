@@ -37,6 +37,8 @@ from channels.security.websocket import OriginValidator
 from django.conf import settings
 
 from internal_config.audit import audit_log_ws, audit_log_ws_refusal, scope_client_info
+from pequeroku.db_errors import CLOSE_UNAVAILABLE, is_unavailable
+from pequeroku.db_errors import MESSAGE as UNAVAILABLE_MESSAGE
 from pequeroku.errors import DomainError
 from pequeroku.layer_guard import channel_layer_accepts
 from vm_manager.drivers import NodeError
@@ -125,6 +127,8 @@ def error_message(exc: BaseException) -> str:
         exc = domain_error_for(exc)
     if isinstance(exc, DomainError):
         return exc.message
+    if is_unavailable(exc):
+        return UNAVAILABLE_MESSAGE
     return "internal error"
 
 
@@ -194,6 +198,15 @@ class ContainerSocket(AsyncWebsocketConsumer):
             )
         except SocketAccessDenied as denied:
             await self._refuse(pk, denied.reason, denied.close_code)
+            return
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # No audit row: the database it would go to is what is missing.
+            self._release_slot()
+            with contextlib.suppress(Exception):
+                await self.send_refusal(UNAVAILABLE_MESSAGE, CLOSE_UNAVAILABLE)
+            await self.close(code=CLOSE_UNAVAILABLE)
             return
         self.container, self.grant = container, grant
         self._version = await self._access_version()
@@ -367,7 +380,9 @@ class ContainerSocket(AsyncWebsocketConsumer):
         if client_gone(exc):
             logger.debug("%s socket: the client left before its answer was sent", self.socket_name)
             return
-        if not isinstance(exc, DomainError | NodeError):
+        if is_unavailable(exc):
+            logger.warning("%s socket: database or cache unavailable", self.socket_name)
+        elif not isinstance(exc, DomainError | NodeError):
             logger.exception("%s socket request failed", self.socket_name)
         await self.send_error(error_message(exc), req_id)
 
