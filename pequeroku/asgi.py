@@ -15,9 +15,9 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from pequeroku.body_limit import BodySizeLimit  # noqa: E402
+from pequeroku.db_errors import SocketGuard  # noqa: E402
 from pequeroku.http_handler import ThreadedASGIHandler  # noqa: E402
 from pequeroku.lifespan import lifespan  # noqa: E402
-from pequeroku.db_errors import SocketGuard  # noqa: E402
 from pequeroku.routing import websocket_urlpatterns  # noqa: E402
 
 django_asgi_app = ThreadedASGIHandler(settings.HTTP_THREADS)
