@@ -149,6 +149,19 @@ async def socket_turns(
     """(socket time to first text, provider time to first token) per turn, in seconds."""
     import websockets
 
+    from ai_services.consumers import AIConsumer
+
+    # The socket allows AIConsumer.rate_per_second frames on average (a burst beyond is refused
+    # with "too many messages"): frames go out no faster than that, with a margin.
+    gap = 1.25 / AIConsumer.rate_per_second
+    last_sent = 0.0
+
+    async def paced_send(ws: Any, text: str) -> None:
+        nonlocal last_sent
+        await asyncio.sleep(max(0.0, last_sent + gap - time.monotonic()))
+        last_sent = time.monotonic()
+        await ws.send(json.dumps({"text": text}))
+
     results: list[tuple[float, float]] = []
     async with websockets.connect(
         f"ws://127.0.0.1:{port}/ws/ai/{pk}/",
@@ -158,16 +171,19 @@ async def socket_turns(
         await _until(ws, "connected")
         for number in range(count):
             if number % 8 == 0:
-                await ws.send(json.dumps({"text": "/clear"}))
+                await paced_send(ws, "/clear")
                 await _until(ws, "connected")
             requests_before = len(provider.requests)
+            await asyncio.sleep(max(0.0, last_sent + gap - time.monotonic()))
             started = time.perf_counter()
-            await ws.send(json.dumps({"text": f"question {number}"}))
+            await paced_send(ws, f"question {number}")
             first_text = None
             while True:
                 event = json.loads(await ws.recv())
                 if event["event"] == "text" and first_text is None:
                     first_text = time.perf_counter() - started
+                if event["event"] == "error":
+                    raise SystemExit(f"turn {number}: the socket answered an error: {event}")
                 if event["event"] == "connected":
                     break
             request = provider.requests[requests_before]
