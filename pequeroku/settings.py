@@ -39,10 +39,10 @@ USE_REDIS = "REDIS_URL" in os.environ or "REDIS_URL_FILE" in os.environ or not D
 WORKERS = env_int("WORKERS", 8)
 # Threads per worker process that serve plain HTTP requests (pequeroku.http_handler): the
 # most requests one worker runs at once (each holds at most one database connection, taken
-# from the worker's pool, DB_POOL_MAX_SIZE below). More threads only
-# help requests that wait (node calls); CPU-bound ones contend for the GIL: 16 concurrent
-# container lists cost ~4.4 ms of CPU each with 1 thread, ~5 ms with 4, ~6-7 ms with 8.
-HTTP_THREADS = env_int("HTTP_THREADS", 4)
+# from the worker's pool, DB_POOL_MAX_SIZE below). More threads only help requests that wait
+# (node calls); CPU-bound ones contend for the GIL: through a server, the container list cost
+# 3.9 ms of CPU a request on 1 thread, 4.8 ms on 2, 6.4 ms on 4 (docs/deploy.md).
+HTTP_THREADS = env_int("HTTP_THREADS", 2)
 if HTTP_THREADS < 1:
     raise ImproperlyConfigured("HTTP_THREADS must be at least 1.")
 DJANGO_MODULE = env_str("DJANGO_MODULE", "pequeroku")
