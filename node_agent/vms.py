@@ -744,7 +744,8 @@ class VMManager:
 
     async def exec(self, vm_id: str, cmd: str, timeout: float) -> dict[str, object]:
         """Run ``cmd`` in the running VM's guest (``guest.GuestConnection.exec``)."""
-        return await self._running(vm_id).guest.exec(cmd, timeout)
+        vm = await self._after_warmup(vm_id)
+        return await vm.guest.exec(cmd, timeout)
 
     async def guest(self, vm_id: str) -> asyncssh.SSHClientConnection:
         """The verified SSH connection of a running VM (opened now if the warm-up has not).
@@ -755,6 +756,12 @@ class VMManager:
         the warm-up's login (the moment sshd answers) would wait behind it. (A restored guest's
         sshd already listens: the warm-up connects at once and we wait on the lock.)
         """
+        vm = await self._after_warmup(vm_id)
+        return await vm.guest.get()
+
+    async def _after_warmup(self, vm_id: str) -> ManagedVM:
+        """The running VM, once a cold boot's warm-up has logged in (or given up, or the
+        connect timeout passed): see ``guest``."""
         vm = self._running(vm_id)
         deadline = time.monotonic() + guest.CONNECT_TIMEOUT
         while (
@@ -767,7 +774,7 @@ class VMManager:
                 break
             await asyncio.sleep(WARMUP_INTERVAL)
             vm = self._running(vm_id)
-        return await vm.guest.get()
+        return vm
 
 
 async def _constant(value: str) -> str:

@@ -64,3 +64,20 @@ async def test_a_call_to_a_restored_guest_connects_at_once(manager):
         assert seen == [False]  # its sshd already listens: the lock orders it after the warm-up
     finally:
         manager.vms["vm1"].warmup.cancel()
+
+
+async def test_an_exec_during_a_cold_boot_waits_for_the_warm_ups_connection(manager):
+    ready, _ = await booting(manager, "cold")
+    vm = manager.vms["vm1"]
+    execs: list[bool] = []
+
+    async def exec_(cmd: str, timeout: float) -> dict[str, object]:
+        execs.append(ready[0])
+        return {"exit_code": 0}
+
+    vm.guest.exec = exec_  # type: ignore[method-assign]
+    try:
+        assert await manager.exec("vm1", "true", 5) == {"exit_code": 0}
+        assert execs == [True]
+    finally:
+        vm.warmup.cancel()
