@@ -1,6 +1,7 @@
 """Fixtures for the node agent: tokens, images, the agent in-process and as a real process.
 
 - ``agent_app`` / ``agent_client``: the FastAPI app in-process (``TestClient``), fake image.
+- ``manager``: a started ``VMManager`` on the fake image (no QEMU until a test starts a VM).
 - ``start_agent``: factory starting ``python -m node_agent`` as a real subprocess.
 - ``guest_image_dir``: the real guest image; skips when it is not built, unless
   ``PEQUEROKU_REQUIRE_VM`` is set (CI), where a missing image is a failure.
@@ -26,6 +27,7 @@ from fastapi.testclient import TestClient
 from node_agent.app import create_app
 from node_agent.config import AgentConfig
 from node_agent.identity import load_or_create_node_key, public_line
+from node_agent.vms import VMManager
 from tests.support.agents import host_kernel, make_fake_image
 from tests.support.fake_guest import INSTANCE_ID, AcceptKeys, FakeGuest, guest_handler
 from tests.support.fixtures.agents import guest_image_dir, start_agent, token
@@ -52,6 +54,17 @@ def kernel_image_dir(tmp_path: Path) -> Path:
         (root / "default" / name).symlink_to(source)
     (root / "default" / "cmdline").write_text("console=ttyS0 panic=-1\n")
     return root
+
+
+@pytest.fixture
+async def manager(tmp_path: Path, fake_image_dir: Path, token: str) -> AsyncIterator[VMManager]:
+    config = AgentConfig(
+        data_dir=tmp_path / "data", token=token, image_dir=fake_image_dir, accel="tcg"
+    )
+    vms = VMManager(config)
+    await vms.startup()
+    yield vms
+    await vms.shutdown()
 
 
 @pytest.fixture

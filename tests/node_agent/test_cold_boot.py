@@ -6,23 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from node_agent.config import AgentConfig
 from node_agent.vms import VMManager
 
 SPEC = {"vm_id": "vm1", "vcpus": 1, "memory_mb": 256, "disk_gib": 1, "image": "default"}
-
-
-@pytest.fixture
-async def manager(tmp_path, fake_image_dir, token):
-    config = AgentConfig(
-        data_dir=tmp_path / "data", token=token, image_dir=fake_image_dir, accel="tcg"
-    )
-    vms = VMManager(config)
-    await vms.startup()
-    yield vms
-    await vms.shutdown()
 
 
 async def booting(manager: VMManager, last_boot: str) -> tuple[list[bool], list[bool]]:

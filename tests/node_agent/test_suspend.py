@@ -14,7 +14,6 @@ import asyncssh
 import pytest
 
 from node_agent import qemu
-from node_agent.config import AgentConfig
 from node_agent.identity import GuestIdentity, ensure_private_dir
 from node_agent.uids import UidPool
 from node_agent.vms import VMManager, VMRecord
@@ -159,17 +158,6 @@ async def test_an_unusable_state_is_reported_not_run(launched):
 
 
 # -- what start and stop do with a saved state (no guest) ---------------------------------------
-
-
-@pytest.fixture
-async def manager(tmp_path, fake_image_dir, token):
-    config = AgentConfig(
-        data_dir=tmp_path / "data", token=token, image_dir=fake_image_dir, accel="tcg"
-    )
-    vms = VMManager(config)
-    await vms.startup()
-    yield vms
-    await vms.shutdown()
 
 
 async def suspended_vm(manager: VMManager) -> VMRecord:
