@@ -11,11 +11,12 @@ How QEMU runs (the blast radius of a QEMU escape, security review M4/H4):
   agent's child and outlives it (``-daemonize`` forks after ``-sandbox`` is in force, and
   ``spawn=deny`` kills it);
 - ``-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny``,
-  ``-nodefaults -no-user-config``, only the devices the guest needs (virtio disk, net, rng and
-  one serial port);
+  ``-nodefaults -no-user-config``, only the devices the guest needs (virtio disk, net, rng, one
+  serial port, and the virtio-serial port of the agent's channel);
 - it opens no path of the agent's: the kernel, initrd, base image and overlay arrive as file
   descriptors (``/proc/self/fd/N`` for ``-kernel``/``-initrd``, which QEMU opens with plain
-  ``fopen``; fd sets for the disks) and the QMP socket is bound by the agent and handed over, so
+  ``fopen``; fd sets for the disks) and the QMP and channel sockets are bound by the agent and
+  handed over, so
   the data dir stays 0700 and the VM's uid owns nothing in it;
 - the serial console is a 256 KiB ring buffer in QEMU's memory (readable over QMP), never a file
   a guest can grow.
@@ -91,6 +92,8 @@ def virtio_device(kind: str) -> str:
     return f"virtio-{kind}-device" if MACHINE == "microvm" else f"virtio-{kind}-pci"
 
 
+CHANNEL_PORT_NAME = "org.pequeroku.channel"  # what scripts/guest/pequeroku-channel.py opens
+
 # The kernel an image boots: an uncompressed ``vmlinux`` (QEMU enters it through PVH, so the
 # guest decompresses nothing: seconds under TCG), or the compressed ``vmlinuz`` of older images.
 KERNEL_FILES = ("vmlinux", "vmlinuz")
@@ -155,6 +158,11 @@ class VMFiles:
     @property
     def qmp_socket(self) -> Path:
         return self.root / "qmp.sock"
+
+    @property
+    def channel_socket(self) -> Path:
+        """The host end of the guest channel's virtio-serial port (``node_agent.channel``)."""
+        return self.root / "channel.sock"
 
     @property
     def host_key(self) -> Path:
@@ -269,11 +277,20 @@ class LaunchFds:
     overlay: int
     qmp: int
     host_key: int
+    channel: int
     sockets: list[socket.socket] = field(default_factory=list, repr=False)
     state: int | None = None  # a saved state to restore instead of booting (``-incoming``)
 
     def numbers(self) -> list[int]:
-        fds = [self.kernel, self.initrd, self.base, self.overlay, self.qmp, self.host_key]
+        fds = [
+            self.kernel,
+            self.initrd,
+            self.base,
+            self.overlay,
+            self.qmp,
+            self.host_key,
+            self.channel,
+        ]
         return fds if self.state is None else [*fds, self.state]
 
     def close(self) -> None:
@@ -285,7 +302,8 @@ class LaunchFds:
                     os.close(fd)
 
 
-def bind_qmp(path: Path) -> socket.socket:
+def bind_unix(path: Path) -> socket.socket:
+    """A listening socket at ``path`` (0600, the agent's) for QEMU to serve: QMP, the channel."""
     path.unlink(missing_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -309,6 +327,7 @@ def open_launch_fds(
     for path in (image.kernel, image.initrd):
         _readable_by_all(path)
     opened: list[int] = []
+    sockets: list[socket.socket] = []
     try:
         for path, flags in (
             (image.kernel, os.O_RDONLY),
@@ -317,14 +336,20 @@ def open_launch_fds(
             (files.overlay, os.O_RDWR | os.O_NOFOLLOW),
         ):
             opened.append(os.open(path, flags | os.O_CLOEXEC))
-        qmp = bind_qmp(files.qmp_socket)
+        sockets.append(bind_unix(files.qmp_socket))
+        sockets.append(bind_unix(files.channel_socket))
     except BaseException:
         for fd in opened:
             os.close(fd)
+        for sock in sockets:
+            sock.close()
         os.close(host_key_fd)
         raise
     kernel, initrd, base, overlay = opened
-    fds = LaunchFds(kernel, initrd, base, overlay, qmp.fileno(), host_key_fd, sockets=[qmp])
+    qmp, channel = sockets
+    fds = LaunchFds(
+        kernel, initrd, base, overlay, qmp.fileno(), host_key_fd, channel.fileno(), sockets=sockets
+    )
     if state is not None:
         try:
             fds.state = os.open(state, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -400,6 +425,14 @@ def qemu_command(
         f"socket,id=qmp,fd={fds.qmp},server=on,wait=off",
         "-mon",
         "chardev=qmp,mode=control",
+        # The agent's channel (node_agent.channel): one virtio-serial port, named for the guest's
+        # daemon to find; its host end is the socket the agent bound.
+        "-device",
+        f"{virtio_device('serial')},id=vser0",
+        "-chardev",
+        f"socket,id=channel,fd={fds.channel},server=on,wait=off",
+        "-device",
+        f"virtserialport,bus=vser0.0,chardev=channel,name={CHANNEL_PORT_NAME}",
         "-chardev",
         f"ringbuf,id=serial0,size={SERIAL_RING_BYTES}",
         "-serial",
@@ -628,7 +661,7 @@ async def finish_restore(sock: Path, pid: int, instance_id: str, timeout: float 
 _QEMU_VERSION: dict[str, str] = {}
 # The devices ``qemu_command`` gives a VM (the machine itself is in ``accel_args``): a saved
 # state only loads into the same set.
-MACHINE_LAYOUT = "virtio-blk virtio-net virtio-rng vmgenid fw_cfg ringbuf-serial/1"
+MACHINE_LAYOUT = "virtio-blk virtio-net virtio-rng vmgenid fw_cfg ringbuf-serial/1 virtio-serial/1"
 
 
 def qemu_version() -> str:

@@ -9,6 +9,9 @@
 # loads it through PVH: no decompression), a tiny initramfs (busybox-static and the handful of
 # modules the guest needs) instead of Debian's, and a small init (busybox init) that runs the
 # identity script and sshd directly instead of systemd.
+# The agent reaches the guest two ways: SSH (terminals, files; users may use it too) and a channel
+# on a virtio-serial port served by scripts/guest/pequeroku-channel.c (exec, identity after a
+# restore, clock), which needs no handshake.
 # The guest learns who it is at boot from QEMU fw_cfg (what the node agent passes):
 #   opt/pequeroku/instance_id           -> /run/pequeroku/instance_id
 #   opt/pequeroku/authorized_keys       -> /root/.ssh/authorized_keys
@@ -45,7 +48,8 @@ busybox="${PEQUEROKU_BUSYBOX:-/bin/busybox}"
 
 # The key covers the kernel build itself (a Debian point release keeps $kver), so a new kernel
 # means a new image: the golden snapshots of the old one are then never restored.
-key="$( (sha256sum "$0" "$kernel" | cut -d' ' -f1; echo "$kver $suite $size") | sha256sum | cut -d' ' -f1)"
+channel="$(dirname "$0")/guest/pequeroku-channel.c"
+key="$( (sha256sum "$0" "$channel" "$kernel" | cut -d' ' -f1; echo "$kver $suite $size") | sha256sum | cut -d' ' -f1)"
 if [[ $force -eq 0 && -f "$out/manifest.json" ]] && grep -q "\"build_key\": \"$key\"" "$out/manifest.json"; then
     echo "build-guest-image: $out is up to date"
     exit 0
@@ -54,7 +58,7 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "build-guest-image: debootstrap needs root" >&2
     exit 1
 fi
-for tool in debootstrap mke2fs qemu-img python3 modprobe; do
+for tool in debootstrap mke2fs qemu-img python3 modprobe cc; do
     command -v "$tool" >/dev/null || {
         echo "build-guest-image: $tool is missing (run bash scripts/setup.sh)" >&2
         exit 1
@@ -193,9 +197,12 @@ install_guest_init() {
 ::sysinit:/usr/local/sbin/pequeroku-boot
 ::respawn:/usr/sbin/sshd -D
 ::respawn:/usr/lib/pequeroku/acpid -f -c /etc/pequeroku/acpi
+::respawn:/usr/lib/pequeroku/pequeroku-channel
 ::ctrlaltdel:/usr/lib/pequeroku/busybox poweroff
 ::shutdown:/usr/local/sbin/pequeroku-shutdown
 EOF
+    # The agent's channel (exec, identity after a restore, clock) on the virtio-serial port.
+    cc -O2 -static -o "$dir/pequeroku-channel" "$channel"
     # acpid runs <confdir>/<event> for an ACPI or input event: the power button (QMP
     # system_powerdown, the agent's graceful stop) is PWRF/00000080 and powers the guest off
     # (through sh: acpid ignores SIGCHLD, which its children inherit).

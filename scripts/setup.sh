@@ -27,7 +27,7 @@ logged() {  # what, command...: run with output to $LOG; on failure say so and e
   fi
 }
 
-APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static debootstrap e2fsprogs openssh-client nftables shellcheck nginx-light)
+APT_PACKAGES=(qemu-system-x86 qemu-utils linux-image-amd64 busybox-static debootstrap e2fsprogs openssh-client nftables shellcheck nginx-light gcc libc6-dev)
 want_apt=1
 for arg in "$@"; do
   case "$arg" in

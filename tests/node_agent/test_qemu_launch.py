@@ -19,7 +19,9 @@ from node_agent.uids import UidPool
 
 
 def fake_fds() -> qemu.LaunchFds:
-    return qemu.LaunchFds(kernel=10, initrd=11, base=12, overlay=13, qmp=14, host_key=15)
+    return qemu.LaunchFds(
+        kernel=10, initrd=11, base=12, overlay=13, qmp=14, host_key=15, channel=16
+    )
 
 
 def command(tmp_path: Path, *, restrict: bool = False) -> list[str]:
@@ -52,12 +54,14 @@ def test_the_command_line_is_sandboxed_with_no_default_devices(tmp_path):
     assert "-daemonize" not in cmd  # it forks after the sandbox is on: spawn=deny kills it
     assert "-runas" not in cmd  # QEMU never starts as root at all
     devices = sorted(option(cmd, "-device"))
-    assert devices[:3] == [
+    assert devices[:5] == [
         "virtio-blk-pci,drive=disk",
         "virtio-net-pci,netdev=n0",
         "virtio-rng-pci",
+        "virtio-serial-pci,id=vser0",
+        "virtserialport,bus=vser0.0,chardev=channel,name=org.pequeroku.channel",
     ]
-    assert len(devices) == 4 and devices[3].startswith("vmgenid,guid=")
+    assert len(devices) == 6 and devices[5].startswith("vmgenid,guid=")
 
 
 def test_the_serial_console_is_a_bounded_ring_buffer_not_a_file(tmp_path):
@@ -75,6 +79,7 @@ def test_qemu_opens_no_path_of_the_agents(tmp_path):
     assert option(cmd, "-initrd") == ["/proc/self/fd/11"]
     assert option(cmd, "-add-fd") == ["fd=12,set=1,opaque=base", "fd=13,set=2,opaque=overlay"]
     assert "socket,id=qmp,fd=14,server=on,wait=off" in option(cmd, "-chardev")
+    assert "socket,id=channel,fd=16,server=on,wait=off" in option(cmd, "-chardev")
     assert not any(str(tmp_path) in arg for arg in cmd)
 
 

@@ -23,7 +23,7 @@ SPEC = {"vm_id": "vm1", "vcpus": 1, "memory_mb": 256, "disk_gib": 1, "image": "d
 
 def fake_fds(state: int | None = None) -> qemu.LaunchFds:
     return qemu.LaunchFds(
-        kernel=10, initrd=11, base=12, overlay=13, qmp=14, host_key=15, state=state
+        kernel=10, initrd=11, base=12, overlay=13, qmp=14, host_key=15, channel=16, state=state
     )
 
 
