@@ -35,6 +35,7 @@ from pathlib import Path
 import asyncssh
 
 from . import guest, qemu
+from .channel import GuestChannel
 from .config import AgentConfig
 from .errors import (
     AgentError,
@@ -58,7 +59,15 @@ WARMUP_INTERVAL = 0.05
 WARMUP_BACKOFF = 0.5  # after a banner, a login that still fails (sshd half up) is retried
 GOLDEN_BOOT_TIMEOUT = 600.0
 GOLDEN_SETTLE_TIMEOUT = 180.0  # the script waits up to 120 s for systemd
+TEMPLATE_SPARES_DELAY = 1.5  # the daemon starts its spare shells 0.2 s after a command
 SYNC_TIMEOUT = 60.0
+# A restored guest's channel daemon is running already: no answer in this long means none.
+CHANNEL_RESTORED_TIMEOUT = 5.0
+CHANNEL_RETRY_TIMEOUT = 2.0
+CHANNEL_BOOT_TIMEOUT = 300.0  # a cold boot's daemon answers once the guest has started it
+# After a restore the guest's first minute belongs to its user's calls (over the channel): the
+# SSH connection (terminals, files) is opened this much later, not competing for its one CPU.
+SSH_AFTER_CHANNEL = 1.0
 
 
 @dataclass
@@ -114,7 +123,9 @@ class ManagedVM:
             key,
             identity.host_public_key,
         )
+        self.channel = GuestChannel(record.vm_id, files.channel_socket)
         self.warmup: asyncio.Task[None] | None = None
+        self.channel_phase: asyncio.Task[None] | None = None
         self.cpu_sample: qemu.CpuSample | None = None
         self.expect_template_identity()
 
@@ -145,10 +156,18 @@ class ManagedVM:
     def save(self) -> None:
         self.record.save(self.files.record)
 
+    def answers(self) -> bool:
+        """The guest answers the agent: over its channel or SSH."""
+        return self.channel.ready() or self.guest.ready()
+
+    async def disconnect(self) -> None:
+        await self.channel.close()
+        await self.guest.close()
+
     def status(self) -> dict[str, object]:
         alive = self.alive()
         if alive:
-            state, detail = "running", "" if self.guest.ready() else "booting"
+            state, detail = "running", "" if self.answers() else "booting"
         elif self.record.expected_running:
             state, detail = "error", "qemu process exited unexpectedly"
         else:
@@ -159,7 +178,7 @@ class ManagedVM:
             "vcpus": self.record.vcpus,
             "memory_mb": self.record.memory_mb,
             "disk_gib": self.record.disk_gib,
-            "ssh_ready": alive and self.guest.ready(),
+            "ssh_ready": alive and self.answers(),
             "detail": detail,
             "suspended": not alive and self.record.suspended,
             "last_boot": self.record.last_boot,
@@ -239,9 +258,8 @@ class VMManager:
     async def shutdown(self) -> None:
         """Close connections only: the VMs (and the egress policy) stay without the agent."""
         for vm in self.vms.values():
-            if vm.warmup is not None:
-                vm.warmup.cancel()
-            await vm.guest.close()
+            await self._stop_warmup(vm)
+            await vm.disconnect()
         for task in [*self._background, *self._golden_builds.values()]:
             task.cancel()
         for task in [*self._background, *self._golden_builds.values()]:
@@ -373,7 +391,7 @@ class VMManager:
             await self._until_guest_answers(vm, GOLDEN_BOOT_TIMEOUT)
             await self._settle_template(vm)
             await self._sync_guest_disks(vm)
-            await vm.guest.close()
+            await vm.disconnect()
             await self._save_state(vm)
             pid = vm.pid
             with contextlib.suppress(Exception):
@@ -381,7 +399,10 @@ class VMManager:
             if pid is not None and not await qemu.wait_exit(pid, identity.instance_id, 10.0):
                 await qemu.kill_qemu(pid, identity.instance_id)
             await self._cleanup_runtime(vm)
-            for leftover in (files.record, files.pidfile, files.launch_log, files.qmp_socket):
+            for leftover in (
+                files.record, files.pidfile, files.launch_log, files.qmp_socket,
+                files.channel_socket,
+            ):  # fmt: skip
                 leftover.unlink(missing_ok=True)
             disk_bytes = await qemu.virtual_size(files.overlay)
             self.golden.install(
@@ -416,6 +437,10 @@ class VMManager:
         if result.exit_code != 0:
             log.info("golden template: settling exited %s", result.exit_code)
         await vm.guest.exec("true", timeout=30)
+        # Its channel daemon answers and has started its spare shells: every clone has them.
+        await vm.channel.ping(GOLDEN_SETTLE_TIMEOUT)
+        await vm.channel.exec("true", 30, guest.MAX_OUTPUT_BYTES)
+        await asyncio.sleep(TEMPLATE_SPARES_DELAY)
 
     async def _until_guest_answers(self, vm: ManagedVM, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -564,44 +589,103 @@ class VMManager:
 
     def _start_warmup(self, vm: ManagedVM) -> None:
         if vm.warmup is None or vm.warmup.done():
-            vm.warmup = asyncio.create_task(self._warm_up(vm))
+            restored = vm.record.last_boot == "restored"
+            vm.channel_phase = asyncio.create_task(self._open_channel(vm, restored))
+            vm.warmup = asyncio.create_task(self._warm_up(vm, vm.channel_phase))
 
-    async def _warm_up(self, vm: ManagedVM) -> None:
-        """Open the guest connection as soon as SSH answers, so ``ssh_ready`` flips early.
+    async def _warm_up(self, vm: ManagedVM, channel_phase: asyncio.Task[None]) -> None:
+        """Reach the guest as soon as it answers, so ``ssh_ready`` flips early.
 
-        A restored guest's sshd is already listening: probing its banner first would only
-        make it start a connection process (slow under TCG) that nobody uses.
+        Its channel first (``_open_channel``): a restored guest answers on it at once, and
+        takes its identity or the time there. Then SSH, for terminals and files: for a restored
+        guest a moment later (``SSH_AFTER_CHANNEL``), or at once if its channel failed (SSH
+        then gives the identity); for a cold boot as soon as sshd shows its banner (a restored
+        guest's sshd is listening already: probing would only start a connection process,
+        slow under TCG, that nobody uses).
         """
         restored = vm.record.last_boot == "restored"
-        while vm.alive():
-            if vm.guest.ready():
-                await asyncio.sleep(1.0)
-                continue
-            port = vm.record.ssh_port
-            if port is not None and (restored or await wait_for_banner(port)):
-                try:
-                    await vm.guest.get()
-                except AgentError as exc:
-                    log.info("VM %s: SSH not usable yet (%s)", vm.record.vm_id, exc.code)
-                    await asyncio.sleep(WARMUP_BACKOFF)
+        try:
+            if restored:
+                await asyncio.wait({channel_phase})
+                if vm.channel.ready():
+                    await asyncio.sleep(SSH_AFTER_CHANNEL)
+            while vm.alive():
+                if vm.guest.ready():
+                    await asyncio.sleep(1.0)
+                    if channel_phase.done() and not vm.channel.ready():
+                        await self._recheck_channel(vm)
                     continue
-                log.info("VM %s: SSH ready", vm.record.vm_id)
-                continue
-            await asyncio.sleep(WARMUP_INTERVAL)
-        await vm.guest.close()
+                port = vm.record.ssh_port
+                if port is not None and (restored or await wait_for_banner(port)):
+                    try:
+                        await vm.guest.get()
+                    except AgentError as exc:
+                        log.info("VM %s: SSH not usable yet (%s)", vm.record.vm_id, exc.code)
+                        await asyncio.sleep(WARMUP_BACKOFF)
+                        continue
+                    log.info("VM %s: SSH ready", vm.record.vm_id)
+                    continue
+                await asyncio.sleep(WARMUP_INTERVAL)
+        finally:
+            channel_phase.cancel()
+            with contextlib.suppress(BaseException):
+                await channel_phase
+            await vm.disconnect()
+
+    async def _open_channel(self, vm: ManagedVM, restored: bool) -> None:
+        """Wait for the guest's channel daemon; a guest restored from a golden snapshot takes
+        this VM's identity through it, one resumed from its own suspend gets the time (one
+        round trip each, the first thing the guest does). Without an answer the agent uses SSH
+        for everything."""
+        started = time.monotonic()
+        record, adoption = vm.record, vm.guest.adoption
+        try:
+            if adoption is not None:
+                await vm.channel.adopt(
+                    adoption.instance_id, record.instance_id, vm.identity.host_key, self.key,
+                    adoption.grow,
+                )  # fmt: skip
+                vm.guest.adoption = None
+                adoption.done()
+                log.info("VM %s: identity given after restore from a golden snapshot",
+                         record.vm_id)  # fmt: skip
+            elif vm.guest.clock_sync_pending:
+                seen = await vm.channel.set_time()
+            else:
+                seen = await vm.channel.ping(
+                    CHANNEL_RESTORED_TIMEOUT if restored else CHANNEL_BOOT_TIMEOUT
+                )
+            if adoption is None and seen != record.instance_id:
+                log.warning("VM %s: the guest's channel answers as another VM", record.vm_id)
+                await vm.channel.close()
+                return
+        except AgentError as exc:
+            log.info("VM %s: no channel (%s): SSH only", record.vm_id, exc.detail)
+            await vm.channel.close()
+            return
+        vm.guest.clock_sync_pending = False
+        log.info("VM %s: channel ready in %.3fs", record.vm_id, time.monotonic() - started)
+
+    async def _recheck_channel(self, vm: ManagedVM) -> None:
+        """A channel that stopped answering (its daemon restarted, say) is used again once it
+        answers as this VM."""
+        with contextlib.suppress(AgentError):
+            if await vm.channel.ping(CHANNEL_RETRY_TIMEOUT) != vm.record.instance_id:
+                await vm.channel.close()
 
     async def _stop_warmup(self, vm: ManagedVM) -> None:
-        if vm.warmup is not None:
-            vm.warmup.cancel()
-            with contextlib.suppress(BaseException):
-                await vm.warmup
-            vm.warmup = None
+        for task in (vm.warmup, vm.channel_phase):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        vm.warmup = vm.channel_phase = None
 
     async def _cleanup_runtime(self, vm: ManagedVM) -> None:
         await self._stop_warmup(vm)
-        await vm.guest.close()
+        await vm.disconnect()
         self.ports.release(vm.record.vm_id)
-        for path in (vm.files.pidfile, vm.files.qmp_socket):
+        for path in (vm.files.pidfile, vm.files.qmp_socket, vm.files.channel_socket):
             path.unlink(missing_ok=True)
 
     async def stop(self, vm_id: str, timeout: float) -> dict[str, object]:
@@ -635,7 +719,7 @@ class VMManager:
             started = time.monotonic()
             await self._sync_guest_disks(vm)
             await self._stop_warmup(vm)
-            await vm.guest.close()
+            await vm.disconnect()
             vm.record.suspending = True
             vm.save()
             try:
@@ -665,14 +749,18 @@ class VMManager:
     async def _sync_guest_disks(self, vm: ManagedVM) -> None:
         """Flush the guest's page cache to the overlay: files survive a lost state."""
         try:
-            conn = await vm.guest.get()
-            result = await guest.run(conn, "sync", timeout=SYNC_TIMEOUT)
+            if vm.channel.ready():
+                code = (await vm.channel.exec("sync", SYNC_TIMEOUT, 4096))["exit_code"]
+            else:
+                code = (
+                    await guest.run(await vm.guest.get(), "sync", timeout=SYNC_TIMEOUT)
+                ).exit_code
         except AgentError as exc:
             raise VMNotRunningError(
                 f"VM {vm.record.vm_id} cannot be suspended before its guest answers ({exc.code})"
             ) from None
-        if result.exit_code != 0:
-            raise QemuError(f"sync in VM {vm.record.vm_id} failed ({result.exit_code})")
+        if code != 0:
+            raise QemuError(f"sync in VM {vm.record.vm_id} failed ({code})")
 
     async def _save_state(self, vm: ManagedVM) -> None:
         """Stream the state into a partial file; only a complete, fsynced one is renamed."""
@@ -689,7 +777,7 @@ class VMManager:
 
     async def _powerdown(self, vm: ManagedVM, pid: int, timeout: float) -> None:
         await self._stop_warmup(vm)
-        await vm.guest.close()
+        await vm.disconnect()
         try:
             await qemu.qmp_execute(vm.files.qmp_socket, "system_powerdown")
         except Exception as exc:  # any QMP failure means: fall back to kill
@@ -743,8 +831,13 @@ class VMManager:
         return vm
 
     async def exec(self, vm_id: str, cmd: str, timeout: float) -> dict[str, object]:
-        """Run ``cmd`` in the running VM's guest (``guest.GuestConnection.exec``)."""
+        """Run ``cmd`` in the running VM's guest: over its channel when that answers (a spare
+        shell of its daemon), else SSH (``guest.GuestConnection.exec``); the same result."""
         vm = await self._after_warmup(vm_id)
+        cmd = guest.exec_text(cmd)
+        # A spare bash reads its command a byte at a time: long ones go inline over SSH.
+        if vm.channel.ready() and len(cmd.encode()) <= guest.MAX_SPARE_COMMAND:
+            return await vm.channel.exec(cmd, timeout, guest.MAX_OUTPUT_BYTES)
         return await vm.guest.exec(cmd, timeout)
 
     async def guest(self, vm_id: str) -> asyncssh.SSHClientConnection:
@@ -754,19 +847,25 @@ class VMManager:
         one of ours would be forwarded to a guest whose network is not up yet, where slirp holds
         it for seconds (up to the connect timeout), and it would hold the connection's lock, so
         the warm-up's login (the moment sshd answers) would wait behind it. (A restored guest's
-        sshd already listens: the warm-up connects at once and we wait on the lock.)
+        sshd already listens: we connect at once, once its channel has given it its identity.)
         """
-        vm = await self._after_warmup(vm_id)
+        vm = await self._after_warmup(vm_id, ssh=True)
         return await vm.guest.get()
 
-    async def _after_warmup(self, vm_id: str) -> ManagedVM:
-        """The running VM, once a cold boot's warm-up has logged in (or given up, or the
-        connect timeout passed): see ``guest``."""
+    async def _after_warmup(self, vm_id: str, ssh: bool = False) -> ManagedVM:
+        """The running VM, once the warm-up has reached it (or given up, or the connect timeout
+        passed): a restored guest's channel phase (its identity) is done, a cold-booting guest
+        answers on its channel or SSH (with ``ssh``: on SSH, whose daemon may start later than
+        the channel's; see ``guest``)."""
         vm = self._running(vm_id)
         deadline = time.monotonic() + guest.CONNECT_TIMEOUT
+        phase = vm.channel_phase
+        if vm.record.last_boot == "restored" and phase is not None and not phase.done():
+            await asyncio.wait({phase}, timeout=guest.CONNECT_TIMEOUT)
+            return self._running(vm_id)
         while (
             vm.record.last_boot == "cold"
-            and not vm.guest.ready()
+            and not (vm.guest.ready() if ssh else vm.answers())
             and vm.warmup is not None
             and not vm.warmup.done()
         ):

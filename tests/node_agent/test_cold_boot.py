@@ -67,3 +67,50 @@ async def test_an_exec_during_a_cold_boot_waits_for_the_warm_ups_connection(mana
         assert execs == [True]
     finally:
         vm.warmup.cancel()
+
+
+async def restored_with_channel(manager: VMManager, answers: bool) -> list[tuple[str, bool]]:
+    """vm1 just restored; its channel phase (identity, clock) takes 0.3 s and ends with the
+    channel answering or not. Which way exec went, and whether the phase was over then."""
+    await manager.create(SPEC)
+    vm = manager.vms["vm1"]
+    vm.record.last_boot = "restored"
+    vm.alive = lambda: True  # type: ignore[method-assign]
+    ready, calls = [False], []
+    vm.channel.ready = lambda: ready[0]  # type: ignore[method-assign]
+
+    async def phase() -> None:
+        await asyncio.sleep(0.3)
+        ready[0] = answers
+
+    async def over_channel(cmd: str, timeout: float, limit: int) -> dict[str, object]:
+        calls.append(("channel", vm.channel_phase.done()))
+        return {"exit_code": 0}
+
+    async def over_ssh(cmd: str, timeout: float) -> dict[str, object]:
+        calls.append(("ssh", vm.channel_phase.done()))
+        return {"exit_code": 0}
+
+    vm.channel.exec = over_channel  # type: ignore[method-assign]
+    vm.guest.exec = over_ssh  # type: ignore[method-assign]
+    vm.channel_phase = asyncio.create_task(phase())
+    assert await manager.exec("vm1", "true", 5) == {"exit_code": 0}
+    return calls
+
+
+async def test_an_exec_on_a_restored_guest_waits_for_its_identity_then_takes_the_channel(manager):
+    assert await restored_with_channel(manager, answers=True) == [("channel", True)]
+
+
+async def test_a_restored_guest_whose_channel_does_not_answer_is_reached_over_ssh(manager):
+    assert await restored_with_channel(manager, answers=False) == [("ssh", True)]
+
+
+async def test_a_file_call_waits_for_ssh_even_when_the_channel_answers_first(manager):
+    _, seen = await booting(manager, "cold")
+    manager.vms["vm1"].channel.ready = lambda: True  # type: ignore[method-assign]
+    try:
+        assert await manager.guest("vm1") == "connection"
+        assert seen == [True]  # the channel's daemon was up, sshd not yet: it waited for SSH
+    finally:
+        manager.vms["vm1"].warmup.cancel()
