@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from node_agent.guest import INSTANCE_ID_PATH
 from node_agent.qemu import VMFiles, qemu_alive, read_pid
 from tests.support.agents import AgentProcess, boot, kill_vms, spawn_agent, wait_ssh_ready
 from vm_manager.drivers import (
@@ -279,7 +280,7 @@ async def test_a_killed_agent_leaves_vms_running_and_a_new_agent_adopts_them(env
         assert (await driver.exec(vm, "echo still-here"))["stdout"] == "still-here\n"
 
 
-async def test_a_guest_answering_for_another_vm_is_refused(env, two_vms):
+async def test_a_guest_answering_for_another_vm_over_ssh_is_refused(env, two_vms):
     record_path = env.data_dir / "vms" / VM_A / "vm.json"
     original = record_path.read_text()
     forged = {**json.loads(original), "ssh_port": env.record(VM_B)["ssh_port"]}
@@ -288,10 +289,12 @@ async def test_a_guest_answering_for_another_vm_is_refused(env, two_vms):
     try:
         env.restart()
         driver = env.driver()
+        # SSH goes to the forged port, where VM B answers: refused.
         with pytest.raises(VMNotRunning):
-            await driver.exec(VM_A, "echo should-not-run")
-        status = await driver.vm_status(VM_A)
-        assert status["state"] == "running" and status["ssh_ready"] is False
+            await driver.write_file(VM_A, "/app/should-not-land", b"x")
+        # The channel is VM A's own QEMU's: exec still lands in VM A.
+        seen = await driver.exec(VM_A, f"cat {INSTANCE_ID_PATH}")
+        assert seen["stdout"].strip() == json.loads(original)["instance_id"]
         assert (await driver.exec(VM_B, "echo b"))["stdout"] == "b\n"
         assert "identity mismatch" in env.agent.log()
     finally:
