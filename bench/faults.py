@@ -49,6 +49,7 @@ from bench.load import (  # noqa: E402
     seed,
     setup_django,
     simulate,
+    start_times,
     wait_running,
 )
 from scripts.prod_shape import Shape  # noqa: E402
@@ -243,7 +244,11 @@ async def session(
     args.deadline = time.monotonic() + 3600
     rows: list[list[float]] = []
     sample = asyncio.create_task(sampler(shape, stats, args.deadline, rows))
-    users = [asyncio.create_task(simulate(s, shape.url, stats, journal, args)) for s in sims[1:]]
+    starts = start_times(len(sims) - 1, args.ramp)
+    users = [
+        asyncio.create_task(simulate(s, start_in, shape.url, stats, journal, args))
+        for s, start_in in zip(sims[1:], starts, strict=True)
+    ]
     try:
         results = await run_faults(shape, names, args, stats, journal, sims[0])
     finally:
