@@ -18,7 +18,10 @@ For each fault it prints: the recovery time (fault -> a probe user's ``/api/user
 ``/api/containers/`` answer again, 4 times in a row; the probe asks every 0.25 s), the errors
 the clients saw from the fault to the check (by kind), how long every container took to reach
 its desired state (rows changed in the last 10 s are not judged: churn never stops), and the
-five invariants (``vm_manager.invariants``). Everything is stopped at the end.
+five invariants (``vm_manager.invariants``). At the end it counts the ``user.info`` audit rows
+against the ``/api/user/me/`` answers the clients received (each answered poll has its row,
+once, even those a killed worker had only spooled; polls still in flight when the traffic
+stopped may have one too). Everything is stopped at the end.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ PROBE_EVERY = 0.25
 HEALTHY_IN_A_ROW = 4
 RECOVERY_TIMEOUT = 120.0
 GRACE = timedelta(seconds=10)
+ME_ROUTE = "GET /api/user/me/"
+AUDIT_SETTLE = 3.0  # > AUDIT_DEFER_SECONDS
 # A reconcile pass killed mid-way leaves its claims until they lapse (reconciler.CLAIM_SECONDS).
 CONVERGE_TIMEOUT = 120.0
 BURST = 40  # enough creates that a pass is still acting when it is killed
@@ -184,11 +189,17 @@ async def probe(client: Client, since: float) -> float | None:
 
 
 async def run_faults(
-    shape: Shape, names: list[str], args: Any, stats: Stats, journal: Journal, probe_user: SimUser
+    shape: Shape,
+    names: list[str],
+    args: Any,
+    stats: Stats,
+    journal: Journal,
+    probe_user: SimUser,
+    probe_stats: Stats,
 ) -> list[FaultResult]:
     from bench.load import check_invariants
 
-    client = Client(shape.url, probe_user, Stats())
+    client = Client(shape.url, probe_user, probe_stats)
     if not await client.login():
         raise RuntimeError("faults: the probe user cannot log in")
     results = []
@@ -240,7 +251,7 @@ def report_fault(result: FaultResult) -> None:
 async def session(
     shape: Shape, sims: list[SimUser], names: list[str], args: Any
 ) -> tuple[list[FaultResult], list[list[float]], Stats]:
-    stats, journal = Stats(), Journal()
+    stats, journal, probe_stats = Stats(), Journal(), Stats()
     args.deadline = time.monotonic() + 3600
     rows: list[list[float]] = []
     sample = asyncio.create_task(sampler(shape, stats, args.deadline, rows))
@@ -250,14 +261,29 @@ async def session(
         for s, start_in in zip(sims[1:], starts, strict=True)
     ]
     try:
-        results = await run_faults(shape, names, args, stats, journal, sims[0])
+        results = await run_faults(shape, names, args, stats, journal, sims[0], probe_stats)
     finally:
         for task in [*users, sample]:
             task.cancel()
         for task in [*users, sample]:
             with contextlib.suppress(BaseException):
                 await task
+    args.answered_polls = len(stats.routes[ME_ROUTE]) + len(probe_stats.routes[ME_ROUTE])
     return results, rows, stats
+
+
+def check_audit_rows(args: Any, in_flight: int) -> bool:
+    """Every answered ``/api/user/me/`` has its ``user.info`` row, and none has two."""
+    from internal_config.models import AuditLog
+
+    time.sleep(AUDIT_SETTLE)  # the live workers' last batch
+    rows = AuditLog.objects.filter(action="user.info", created_at__gte=args.since).count()
+    ok = args.answered_polls <= rows <= args.answered_polls + in_flight
+    print(
+        f"audit user.info rows: {rows} for {args.answered_polls} answered polls (+ at most "
+        f"{in_flight} in flight when the traffic stopped): {'ok' if ok else 'VIOLATION'}"
+    )
+    return ok
 
 
 def parse_args() -> argparse.Namespace:
@@ -320,6 +346,7 @@ def run(shape: Shape, args: argparse.Namespace, provider: Any) -> None:
     )
     print(f"machine: {machine()}")
     results, rows, stats = asyncio.run(session(shape, sims, args.names, args))
+    audit_ok = check_audit_rows(args, in_flight=len(sims))
     print("\n== summary")
     print(f"{'fault':<12} {'recovery':>10} {'converged':>10} {'errors':>7}  invariants")
     for r in results:
@@ -333,6 +360,7 @@ def run(shape: Shape, args: argparse.Namespace, provider: Any) -> None:
             f"web RSS {rows[0][2]:.0f} -> {rows[-1][2]:.0f} MB; DB connections max "
             f"{max(conns) if conns else -1:.0f}; requests {stats.requests}"
         )
+    print(f"audit rows of answered polls: {'ok' if audit_ok else 'VIOLATION'}")
     connections.close_all()
 
 
