@@ -5,7 +5,8 @@
 
 Starts the production shape with a PostgreSQL cluster and a Redis server of its own on free
 ports (``scripts/prod_shape.py --private-services``: the machine's services are never stopped),
-plays ``bench/load.py``'s traffic, and injects in turn:
+plays ``bench/load.py``'s traffic, waits for every simulated user's login, and injects in
+turn:
 
 - ``web``: kill -9 one Gunicorn worker (Gunicorn starts another);
 - ``redis``: restart Redis (SIGTERM, which saves its data, then start it again on its port);
@@ -43,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.load import (  # noqa: E402
+    LOGIN_ROUTE,
     Client,
     Journal,
     SimUser,
@@ -63,6 +65,7 @@ HEALTHY_IN_A_ROW = 4
 RECOVERY_TIMEOUT = 120.0
 GRACE = timedelta(seconds=10)
 ME_ROUTE = "GET /api/user/me/"
+LOGINS_TIMEOUT = 120.0
 AUDIT_SETTLE = 3.0  # > AUDIT_DEFER_SECONDS
 # A reconcile pass killed mid-way leaves its claims until they lapse (reconciler.CLAIM_SECONDS).
 CONVERGE_TIMEOUT = 120.0
@@ -188,6 +191,22 @@ async def probe(client: Client, since: float) -> float | None:
     return None
 
 
+async def logins_done(stats: Stats, users: int) -> None:
+    """Wait (at most ``LOGINS_TIMEOUT``) until every simulated user has logged in: each login
+    hashes its password for about 0.5 s of CPU, and a fault injected while they queue measures
+    the hashing, not the recovery."""
+    started = time.monotonic()
+    while time.monotonic() - started < LOGINS_TIMEOUT:
+        tried = len(stats.routes[LOGIN_ROUTE]) + sum(
+            count for kind, count in stats.errors.items() if kind.startswith(LOGIN_ROUTE)
+        )
+        if tried >= users:
+            break
+        await asyncio.sleep(0.25)
+    took = time.monotonic() - started
+    print(f"logins: {len(stats.routes[LOGIN_ROUTE])} of {users}, waited {took:.1f} s")
+
+
 async def run_faults(
     shape: Shape,
     names: list[str],
@@ -202,6 +221,7 @@ async def run_faults(
     client = Client(shape.url, probe_user, probe_stats)
     if not await client.login():
         raise RuntimeError("faults: the probe user cannot log in")
+    await logins_done(stats, args.users - 1)
     results = []
     since_db = args.since
     for name in names:
