@@ -79,6 +79,17 @@ def landed_rows() -> int:
         return 0
 
 
+def test_a_spool_that_cannot_be_written_leaves_the_row_in_the_request(client, spool) -> None:
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    spool.write_text("a file where the folder should be")
+
+    with override_settings(AUDIT_DEFER_SECONDS=60):
+        assert client.get("/api/user/me/").status_code == 200
+
+    assert AuditLog.objects.filter(action="user.info").count() == 1
+    spool.unlink()
+
+
 def test_actions_are_still_written_in_the_request(client) -> None:
     with override_settings(AUDIT_DEFER_SECONDS=60):
         client.post("/api/user/logout/")
