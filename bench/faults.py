@@ -117,6 +117,7 @@ def inject(shape: Shape, name: str) -> str:
 def _kill_reconciler_mid_pass(shape: Shape) -> str:
     from django.contrib.auth.models import User
     from django.db import connections
+    from django.utils import timezone
 
     from vm_manager.models import Container, ContainerType, ResourceQuota
     from vm_manager.reconciler import CLAIM_SECONDS
@@ -154,12 +155,14 @@ def _kill_reconciler_mid_pass(shape: Shape) -> str:
     shape.start_reconciler()
     # How long the dead run's claims held its containers, and until the burst ran.
     lapsed = settled = None
-    while time.monotonic() - killed_at < CONVERGE_TIMEOUT:
-        if lapsed is None and not burst.filter(claim_token__in=tokens).exists():
+    while time.monotonic() - killed_at < CONVERGE_TIMEOUT and (lapsed is None or settled is None):
+        # A claim holds while its claimed_until is ahead; a container the next runs have no
+        # reason to act on keeps the dead run's token, lapsed and inert.
+        held = burst.filter(claim_token__in=tokens, claimed_until__gt=timezone.now())
+        if lapsed is None and not held.exists():
             lapsed = time.monotonic() - killed_at
-        if burst.filter(status=Container.Status.RUNNING).count() == BURST:
+        if settled is None and burst.filter(status=Container.Status.RUNNING).count() == BURST:
             settled = time.monotonic() - killed_at
-            break
         time.sleep(0.2)
     connections.close_all()
 
