@@ -43,10 +43,10 @@ COPY vm_manager ./vm_manager
 COPY internal_config ./internal_config
 COPY ai_services ./ai_services
 COPY node_agent ./node_agent
-# Code stays root-owned (read-only for the service); only collected static files and media
-# are writable.
-RUN mkdir -p /app/staticfiles /app/media \
- && chown pequeroku:pequeroku /app/staticfiles /app/media \
+# Code stays root-owned (read-only for the service); only collected static files, media and
+# the audit spool (internal_config.audit_batch) are writable.
+RUN mkdir -p /app/staticfiles /app/media /app/var/audit-spool \
+ && chown pequeroku:pequeroku /app/staticfiles /app/media /app/var/audit-spool \
  && chmod 0755 /app/entrypoint.sh
 
 # --- node agent: QEMU, nftables and the SSH client on top of the runtime -------------------
@@ -70,7 +70,7 @@ CMD ["--listen", "0.0.0.0:8081", "--data-dir", "/var/lib/pequeroku", "--image-di
 FROM runtime AS web
 USER pequeroku
 EXPOSE 8000
-VOLUME ["/app/media"]
+VOLUME ["/app/media", "/app/var/audit-spool"]
 # Probes the port of BIND (default 0.0.0.0:8000) on loopback.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('BIND', '0.0.0.0:8000').rsplit(':', 1)[1]; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status != 200)"]

@@ -1,5 +1,5 @@
-"""Requests per second of GET /api/containers/ against a trivial Django JSON view, same run,
-under our ASGI stack and under WSGI.
+"""Requests per second of GET /api/containers/ and GET /api/user/me/ against a trivial Django
+JSON view, same run, under our ASGI stack and under WSGI.
 
     .venv/bin/python bench/api.py [--containers 50] [--seconds 5] [--concurrency 16]
                                   [--rounds 3] [--port 8765] [--profile 2000]
@@ -13,7 +13,7 @@ On a throwaway SQLite database (persistent connections, as in production) holdin
 - WSGI: gunicorn, one sync worker, serving Django's WSGI handler (the same settings,
   middleware and URLconf).
 
-For each it logs in with the session cookie as the frontend does, then alternates the two
+For each it logs in with the session cookie as the frontend does, then alternates the three
 endpoints for ``--rounds`` rounds of ``--seconds`` each with ``--concurrency`` connections, and
 keeps the best requests/s of each with the server process's CPU time per request (a figure
 that depends less on what else the machine runs). It prints both tables and the issue's two
@@ -25,6 +25,10 @@ never to refuse.
 in) in this process through each handler (no network) under cProfile and prints where the time
 goes. ``--django-handler`` adds Django's stock ``ASGIHandler`` in our stack (what
 ``pequeroku.http_handler`` replaces) to both, as the figure to compare with.
+
+``/api/user/me/`` is the frontend's 2 s poll; it audits every call (``user.info``) through the
+deferred path as in production (``AUDIT_DEFER_SECONDS=1``, a spool in the run's temporary
+folder), so its CPU per request includes spooling the row and its share of the batch insert.
 
 The trivial view is plain Django (``JsonResponse({"ok": True})``) behind the same middleware,
 served from this module's URLconf next to the project's URLs.
@@ -70,6 +74,10 @@ def configure(db_path: str) -> None:
     # Persistent connections, as production's PostgreSQL settings (DB_CONN_MAX_AGE=60).
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 60
     settings.ROOT_URLCONF = "bench.api"
+    # Production's deferred audit path for the polled /api/user/me/ (the test settings write
+    # every row in the request).
+    settings.AUDIT_DEFER_SECONDS = 1.0
+    settings.AUDIT_SPOOL_DIR = Path(db_path).parent / "audit-spool"
     settings.DEBUG = False
 
     settings.REST_FRAMEWORK = {
@@ -190,11 +198,16 @@ async def measure(args: argparse.Namespace, pid: int) -> dict[str, object]:
         listed = len((await client.get("/api/containers/")).json())
         best: dict[str, tuple[float, float]] = {}
         for _ in range(args.rounds):
-            for url in ("/api/containers/", "/bench/trivial/"):
+            for url in ("/api/containers/", "/api/user/me/", "/bench/trivial/"):
                 result = await hammer(client, url, args.seconds, args.concurrency, pid)
                 if url not in best or result[0] > best[url][0]:
                     best[url] = result
-    return {"listed": listed, "api": best["/api/containers/"], "trivial": best["/bench/trivial/"]}
+    return {
+        "listed": listed,
+        "api": best["/api/containers/"],
+        "me": best["/api/user/me/"],
+        "trivial": best["/bench/trivial/"],
+    }
 
 
 SERVERS = {
@@ -372,6 +385,7 @@ def main() -> None:
     for kind, result in results.items():
         rows = (
             (f"GET /api/containers/ ({result['listed']})", result["api"]),
+            ("GET /api/user/me/ (deferred audit row)", result["me"]),
             ("GET trivial Django JSON view", result["trivial"]),
         )
         for label, (rps, cpu) in rows:  # type: ignore[misc]

@@ -5,7 +5,8 @@
 
 Starts the production shape with a PostgreSQL cluster and a Redis server of its own on free
 ports (``scripts/prod_shape.py --private-services``: the machine's services are never stopped),
-plays ``bench/load.py``'s traffic, and injects in turn:
+plays ``bench/load.py``'s traffic, waits for every simulated user's login, and injects in
+turn:
 
 - ``web``: kill -9 one Gunicorn worker (Gunicorn starts another);
 - ``redis``: restart Redis (SIGTERM, which saves its data, then start it again on its port);
@@ -18,7 +19,10 @@ For each fault it prints: the recovery time (fault -> a probe user's ``/api/user
 ``/api/containers/`` answer again, 4 times in a row; the probe asks every 0.25 s), the errors
 the clients saw from the fault to the check (by kind), how long every container took to reach
 its desired state (rows changed in the last 10 s are not judged: churn never stops), and the
-five invariants (``vm_manager.invariants``). Everything is stopped at the end.
+five invariants (``vm_manager.invariants``). At the end it counts the ``user.info`` audit rows
+against the ``/api/user/me/`` answers the clients received (each answered poll has its row,
+once, even those a killed worker had only spooled; polls still in flight when the traffic
+stopped may have one too). Everything is stopped at the end.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.load import (  # noqa: E402
+    LOGIN_ROUTE,
+    SOAK,
     Client,
     Journal,
     SimUser,
@@ -49,6 +55,7 @@ from bench.load import (  # noqa: E402
     seed,
     setup_django,
     simulate,
+    start_times,
     wait_running,
 )
 from scripts.prod_shape import Shape  # noqa: E402
@@ -58,6 +65,9 @@ PROBE_EVERY = 0.25
 HEALTHY_IN_A_ROW = 4
 RECOVERY_TIMEOUT = 120.0
 GRACE = timedelta(seconds=10)
+ME_ROUTE = "GET /api/user/me/"
+LOGINS_TIMEOUT = 120.0
+AUDIT_SETTLE = 3.0  # > AUDIT_DEFER_SECONDS
 # A reconcile pass killed mid-way leaves its claims until they lapse (reconciler.CLAIM_SECONDS).
 CONVERGE_TIMEOUT = 120.0
 BURST = 40  # enough creates that a pass is still acting when it is killed
@@ -108,6 +118,7 @@ def inject(shape: Shape, name: str) -> str:
 def _kill_reconciler_mid_pass(shape: Shape) -> str:
     from django.contrib.auth.models import User
     from django.db import connections
+    from django.utils import timezone
 
     from vm_manager.models import Container, ContainerType, ResourceQuota
     from vm_manager.reconciler import CLAIM_SECONDS
@@ -145,12 +156,14 @@ def _kill_reconciler_mid_pass(shape: Shape) -> str:
     shape.start_reconciler()
     # How long the dead run's claims held its containers, and until the burst ran.
     lapsed = settled = None
-    while time.monotonic() - killed_at < CONVERGE_TIMEOUT:
-        if lapsed is None and not burst.filter(claim_token__in=tokens).exists():
+    while time.monotonic() - killed_at < CONVERGE_TIMEOUT and (lapsed is None or settled is None):
+        # A claim holds while its claimed_until is ahead; a container the next runs have no
+        # reason to act on keeps the dead run's token, lapsed and inert.
+        held = burst.filter(claim_token__in=tokens, claimed_until__gt=timezone.now())
+        if lapsed is None and not held.exists():
             lapsed = time.monotonic() - killed_at
-        if burst.filter(status=Container.Status.RUNNING).count() == BURST:
+        if settled is None and burst.filter(status=Container.Status.RUNNING).count() == BURST:
             settled = time.monotonic() - killed_at
-            break
         time.sleep(0.2)
     connections.close_all()
 
@@ -182,14 +195,37 @@ async def probe(client: Client, since: float) -> float | None:
     return None
 
 
+async def logins_done(stats: Stats, users: int) -> None:
+    """Wait (at most ``LOGINS_TIMEOUT``) until every simulated user has logged in: each login
+    hashes its password for about 0.5 s of CPU, and a fault injected while they queue measures
+    the hashing, not the recovery."""
+    started = time.monotonic()
+    while time.monotonic() - started < LOGINS_TIMEOUT:
+        tried = len(stats.routes[LOGIN_ROUTE]) + sum(
+            count for kind, count in stats.errors.items() if kind.startswith(LOGIN_ROUTE)
+        )
+        if tried >= users:
+            break
+        await asyncio.sleep(0.25)
+    took = time.monotonic() - started
+    print(f"logins: {len(stats.routes[LOGIN_ROUTE])} of {users}, waited {took:.1f} s")
+
+
 async def run_faults(
-    shape: Shape, names: list[str], args: Any, stats: Stats, journal: Journal, probe_user: SimUser
+    shape: Shape,
+    names: list[str],
+    args: Any,
+    stats: Stats,
+    journal: Journal,
+    probe_user: SimUser,
+    probe_stats: Stats,
 ) -> list[FaultResult]:
     from bench.load import check_invariants
 
-    client = Client(shape.url, probe_user, Stats())
+    client = Client(shape.url, probe_user, probe_stats)
     if not await client.login():
         raise RuntimeError("faults: the probe user cannot log in")
+    await logins_done(stats, args.users - 1)
     results = []
     since_db = args.since
     for name in names:
@@ -239,20 +275,39 @@ def report_fault(result: FaultResult) -> None:
 async def session(
     shape: Shape, sims: list[SimUser], names: list[str], args: Any
 ) -> tuple[list[FaultResult], list[list[float]], Stats]:
-    stats, journal = Stats(), Journal()
+    stats, journal, probe_stats = Stats(), Journal(), Stats()
     args.deadline = time.monotonic() + 3600
     rows: list[list[float]] = []
     sample = asyncio.create_task(sampler(shape, stats, args.deadline, rows))
-    users = [asyncio.create_task(simulate(s, shape.url, stats, journal, args)) for s in sims[1:]]
+    starts = start_times(len(sims) - 1, args.ramp)
+    users = [
+        asyncio.create_task(simulate(s, start_in, shape.url, stats, journal, args))
+        for s, start_in in zip(sims[1:], starts, strict=True)
+    ]
     try:
-        results = await run_faults(shape, names, args, stats, journal, sims[0])
+        results = await run_faults(shape, names, args, stats, journal, sims[0], probe_stats)
     finally:
         for task in [*users, sample]:
             task.cancel()
         for task in [*users, sample]:
             with contextlib.suppress(BaseException):
                 await task
+    args.answered_polls = len(stats.routes[ME_ROUTE]) + len(probe_stats.routes[ME_ROUTE])
     return results, rows, stats
+
+
+def check_audit_rows(args: Any, in_flight: int) -> bool:
+    """Every answered ``/api/user/me/`` has its ``user.info`` row, and none has two."""
+    from internal_config.models import AuditLog
+
+    time.sleep(AUDIT_SETTLE)  # the live workers' last batch
+    rows = AuditLog.objects.filter(action="user.info", created_at__gte=args.since).count()
+    ok = args.answered_polls <= rows <= args.answered_polls + in_flight
+    print(
+        f"audit user.info rows: {rows} for {args.answered_polls} answered polls (+ at most "
+        f"{in_flight} in flight when the traffic stopped): {'ok' if ok else 'VIOLATION'}"
+    )
+    return ok
 
 
 def parse_args() -> argparse.Namespace:
@@ -286,7 +341,14 @@ def main() -> None:
 
     provider = FakeProvider().start()
     provider.default_reply = TextReply(["Hello", " from", " the", " fake", " model."])
-    shape = Shape(workers=args.workers, nodes=args.nodes, private_services=True)
+    # The soak's keep-alive: Gunicorn's default (2 s) races the clients' 2 s poll, and the
+    # connections it closes under a request were counted as errors of whichever fault ran.
+    shape = Shape(
+        workers=args.workers,
+        nodes=args.nodes,
+        private_services=True,
+        keep_alive=int(SOAK["keep_alive"]),
+    )
     try:
         with shape:
             setup_django(shape)
@@ -315,6 +377,7 @@ def run(shape: Shape, args: argparse.Namespace, provider: Any) -> None:
     )
     print(f"machine: {machine()}")
     results, rows, stats = asyncio.run(session(shape, sims, args.names, args))
+    audit_ok = check_audit_rows(args, in_flight=len(sims))
     print("\n== summary")
     print(f"{'fault':<12} {'recovery':>10} {'converged':>10} {'errors':>7}  invariants")
     for r in results:
@@ -328,6 +391,7 @@ def run(shape: Shape, args: argparse.Namespace, provider: Any) -> None:
             f"web RSS {rows[0][2]:.0f} -> {rows[-1][2]:.0f} MB; DB connections max "
             f"{max(conns) if conns else -1:.0f}; requests {stats.requests}"
         )
+    print(f"audit rows of answered polls: {'ok' if audit_ok else 'VIOLATION'}")
     connections.close_all()
 
 

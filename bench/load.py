@@ -1,8 +1,10 @@
 """Load on the production shape: the upstream frontend's traffic, bounded, to 127.0.0.1 only.
 
     .venv/bin/python bench/load.py [--users 50] [--duration 60] [--consoles 10] [--editors 10]
-        [--ai-users 5] [--churn-users 2] [--workers 2] [--nodes 2] [--ramp 20] [--db-pool N]
-    .venv/bin/python bench/load.py --soak [--users 500] [--duration 600] [--p99-target 1000]
+        [--ai-users 5] [--churn-users 2] [--workers 2] [--nodes 2] [--ramp 20 | --spawn-rate R]
+        [--db-pool N]
+    .venv/bin/python bench/load.py --soak [--users 500] [--duration 600] [--spawn-rate R]
+        [--p99-target 1000] [--login-p99-target 2000]
 
 Starts the production shape (``scripts/prod_shape.py``: Gunicorn + Uvicorn workers, PostgreSQL,
 Redis, the reconcile loop, node agents on the shell hypervisor) and the fake OpenAI-compatible
@@ -24,13 +26,23 @@ server's CPU per request, RSS and DB connections over time, then the invariant c
 (``vm_manager.invariants``) once the reconciler has had time to converge. Everything started is
 stopped and the database dropped at the end.
 
+Users start one after another, evenly spread over the ramp (in a random order of kinds), as
+real traffic ramps up: ``--spawn-rate R`` starts R users a second (the ramp is then users / R
+seconds, like Locust's option of that name), ``--ramp S`` spreads them over S seconds.
+
 ``--soak``: the long run. Defaults become 500 users (100 consoles, 50 editors, 10 AI users, 5
 churning) for 600 s with logins spread over 120 s and a 10 s keep-alive (any of them can still be
-given); latencies
-are taken after the ramp (steady state), and the run ends with a verdict: no error, every route's
-p99 within ``--p99-target`` ms, the web tier's RSS grown less than 10% from the end of the
-warm-up (ramp + 60 s, at most half the run) to the end, and the database connections never
-above their bound (web workers x ``DB_POOL_MAX_SIZE`` + the reconciler's pool).
+given). Requests that start after the ramp are also kept apart (steady state), and the run ends
+with a verdict: no error, every route's steady p99 within ``--p99-target`` ms, every login's
+(ramp included) within ``--login-p99-target`` ms, the web tier's RSS grown less than 10% from the
+end of the warm-up (ramp + 60 s, at most half the run) to the end, and the database connections
+never above their bound (web workers x ``DB_POOL_MAX_SIZE`` + the reconciler's pool).
+
+Logins have their own target because a login is expensive on purpose: the password hasher
+(PBKDF2-SHA256, 1,000,000 iterations, Django's default) costs about 0.5 s of CPU per login on
+this machine's cores, so a login's latency is at least that, and more when logins arrive faster
+than the cores can hash them. The spawn rate is what makes the start of a run look like traffic
+and not like every user pressing "log in" in the same second.
 """
 
 from __future__ import annotations
@@ -75,6 +87,7 @@ SOAK = {
     # Above the clients' 2 s poll: the worker's idle timeout (Gunicorn's 2 s) must not race it.
     "keep_alive": 10,
 }
+LOGIN_ROUTE = "POST /api/user/login/"
 SOAK_RSS_GROWTH = 10.0  # percent, from the end of the warm-up to the end of the run
 DEFAULT_DB_POOL = 10  # the settings' DB_POOL_MAX_SIZE
 
@@ -90,14 +103,16 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     error_times: list[tuple[float, str]] = field(default_factory=list)
     requests: int = 0
-    # Latencies from this moment on (after the logins' ramp) are also kept as the steady state.
+    # Requests started from this moment on (after the ramp) are also kept as the steady state.
     steady_from: float = float("inf")
     steady: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
-    def ok(self, route: str, seconds: float) -> None:
+    def ok(self, route: str, seconds: float, started: float) -> None:
+        """``started``: ``time.monotonic()`` when the request was sent (a request sent during
+        the ramp that answers after it belongs to the ramp)."""
         self.routes[route].append(seconds)
         self.requests += 1
-        if time.monotonic() >= self.steady_from:
+        if started >= self.steady_from:
             self.steady[route].append(seconds)
 
     def fail(self, kind: str) -> None:
@@ -227,7 +242,7 @@ class Client:
         headers = {}
         if method not in ("GET", "HEAD") and "csrftoken" in self.http.cookies:
             headers["X-CSRFToken"] = self.http.cookies["csrftoken"]
-        started = time.perf_counter()
+        sent, started = time.monotonic(), time.perf_counter()
         try:
             response = await self.http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
@@ -236,7 +251,7 @@ class Client:
         if response.status_code >= 400:
             self.stats.fail(f"{route} {response.status_code}")
             return None
-        self.stats.ok(route, time.perf_counter() - started)
+        self.stats.ok(route, time.perf_counter() - started, sent)
         return response
 
     async def login(self) -> bool:
@@ -418,10 +433,12 @@ async def churn(client: Client, deadline: float, type_id: int) -> None:
         await until(deadline, 2.0)
 
 
-async def simulate(sim: SimUser, base: str, stats: Stats, journal: Journal, args: Any) -> None:
+async def simulate(
+    sim: SimUser, start_in: float, base: str, stats: Stats, journal: Journal, args: Any
+) -> None:
     client = Client(base, sim, stats)
     try:
-        await asyncio.sleep(random.uniform(0, args.ramp))  # noqa: S311
+        await asyncio.sleep(start_in)
         if not await client.login():
             return
         deadline = args.deadline
@@ -467,6 +484,14 @@ async def sampler(shape: Shape, stats: Stats, deadline: float, rows: list[list[f
         )
 
 
+def start_times(users: int, ramp: float) -> list[float]:
+    """Seconds from the start at which each user starts: one every ramp / users seconds, the
+    slots dealt in a random order so that kinds of users mix."""
+    slots = [index * ramp / users for index in range(users)]
+    random.shuffle(slots)
+    return slots
+
+
 async def run_traffic(
     shape: Shape, sims: list[SimUser], args: Any, stats: Stats, journal: Journal
 ) -> list[list[float]]:
@@ -475,7 +500,10 @@ async def run_traffic(
     stats.started = time.monotonic()
     stats.steady_from = stats.started + args.ramp
     sample = asyncio.create_task(sampler(shape, stats, args.deadline, rows))
-    users = [simulate(sim, shape.url, stats, journal, args) for sim in sims]
+    users = [
+        simulate(sim, start_in, shape.url, stats, journal, args)
+        for sim, start_in in zip(sims, start_times(len(sims), args.ramp), strict=True)
+    ]
     await asyncio.gather(*users)
     await sample
     return rows
@@ -627,19 +655,34 @@ def soak_verdict(
     max_connections: float,
     connection_bound: int,
     p99_target_ms: float,
+    login_p99_target_ms: float,
 ) -> bool:
     """Print the soak's pass/fail lines; True when every criterion held."""
     checks: list[tuple[str, bool]] = []
     errors = sum(stats.errors.values())
     checks.append((f"errors: {errors} (target 0)", errors == 0))
     worst = max(
-        ((percentile(v, 0.99) * 1000, r) for r, v in stats.steady.items() if v),
+        (
+            (percentile(v, 0.99) * 1000, r)
+            for r, v in stats.steady.items()
+            if v and r != LOGIN_ROUTE
+        ),
         default=(0.0, "-"),
     )
     checks.append(
-        (f"worst p99: {worst[0]:.0f} ms ({worst[1]}; target {p99_target_ms:.0f} ms)",
+        (f"worst steady p99: {worst[0]:.0f} ms ({worst[1]}; target {p99_target_ms:.0f} ms)",
          worst[0] <= p99_target_ms)
     )  # fmt: skip
+    logins = [s * 1000 for s in stats.routes.get(LOGIN_ROUTE, [])]
+    login_p99 = percentile(logins, 0.99) if logins else 0.0
+    checks.append(
+        (
+            f"login p99: {login_p99:.0f} ms over all {len(logins)} logins, ramp included "
+            f"(p50 {percentile(logins, 0.5) if logins else 0.0:.0f} ms; "
+            f"target {login_p99_target_ms:.0f} ms)",
+            bool(logins) and login_p99 <= login_p99_target_ms,
+        )
+    )
     checks.append(
         (
             f"web RSS growth after warm-up: "
@@ -693,6 +736,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ai-users", type=int, default=5)
     parser.add_argument("--churn-users", type=int, default=2)
     parser.add_argument("--ramp", type=float, default=20.0, help="logins spread over this many s")
+    parser.add_argument(
+        "--spawn-rate", type=float, help="users started per second (sets the ramp: users / R)"
+    )
+    parser.add_argument(
+        "--login-p99-target",
+        type=float,
+        default=2000.0,
+        help="soak: p99 of every login, ramp included (ms); a login hashes its password",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument(
@@ -714,6 +766,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for name, value in SOAK.items():
             if "--" + name.replace("_", "-") not in given:
                 setattr(args, name, value)
+    if args.spawn_rate is not None:
+        if args.spawn_rate <= 0:
+            parser.error("--spawn-rate must be positive")
+        args.ramp = args.users / args.spawn_rate
     active = max(args.consoles, args.editors, args.ai_users)
     if args.users < 1 or args.duration <= 0 or args.duration > 3600:
         parser.error("--users must be at least 1 and --duration within (0, 3600]")
@@ -764,7 +820,8 @@ def run(shape: Shape, args: argparse.Namespace, provider: Any) -> None:
     connections.close_all()
     print(
         f"load: {args.users} users ({args.consoles} consoles, {args.editors} editors, "
-        f"{args.ai_users} AI, {args.churn_users} churn), {args.duration:.0f} s; "
+        f"{args.ai_users} AI, {args.churn_users} churn), {args.duration:.0f} s, started over "
+        f"{args.ramp:.0f} s ({args.users / max(args.ramp, 1e-9):.2f} users/s); "
         f"{args.workers} web workers, {args.nodes} shell-hypervisor nodes, "
         f"{'machine' if args.machine_services else 'private'} PostgreSQL and Redis, "
         f"DB pool {pool} per process, "
@@ -795,7 +852,9 @@ def run(shape: Shape, args: argparse.Namespace, provider: Any) -> None:
     if args.soak:
         # Each web worker and the reconciler has its own pool (0: no pool, no stated bound).
         bound = (args.workers + 1) * pool if pool > 0 else 10**6
-        passed = soak_verdict(stats, growth, max_connections, bound, args.p99_target)
+        passed = soak_verdict(
+            stats, growth, max_connections, bound, args.p99_target, args.login_p99_target
+        )
         if violations:
             print("soak: FAILED (invariants)")
         if not passed or violations:

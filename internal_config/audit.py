@@ -95,8 +95,11 @@ def _write(*, deferred: bool = False, **fields: Any) -> AuditLog | None:
     fields["target_id"] = "" if fields.get("target_id") is None else str(fields["target_id"])
     fields["metadata"] = fields.get("metadata") or {}
     if deferred and settings.AUDIT_DEFER_SECONDS > 0:
-        audit_defer(fields)
-        return None
+        try:
+            audit_defer(fields)
+            return None
+        except OSError:  # the spool folder is missing its volume or full: write the row now
+            logger.exception("could not spool audit log %s; writing it now", fields.get("action"))
     try:
         # A savepoint, so a failed write cannot poison the caller's transaction.
         with transaction.atomic():

@@ -62,6 +62,19 @@ class AuditLog(models.Model):
         return f"{self.action} ({outcome})"
 
 
+class AuditSpoolSegment(models.Model):
+    """A spool file of deferred audit rows whose rows are in ``AuditLog``: its name is written
+    in the same transaction as its rows, so it is never ingested twice
+    (``internal_config.audit_batch``)."""
+
+    name = models.CharField(max_length=128, unique=True)
+    rows = models.PositiveIntegerField(default=0)
+    ingested_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 @dataclass(frozen=True)
 class TokenPrices:
     input: Decimal

@@ -297,8 +297,12 @@ MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 SOCKETS_MAX_PER_USER = env_int("SOCKETS_MAX_PER_USER", 24)
 TERMINALS_MAX_PER_USER = env_int("TERMINALS_MAX_PER_USER", 16)
 # Audit rows of polled reads (user.info) are inserted in batches this often (seconds) by a
-# background thread, and at shutdown (internal_config.audit_batch); 0 writes them in the request.
+# background thread, at shutdown and at the next start (internal_config.audit_batch); 0 writes
+# them in the request.
 AUDIT_DEFER_SECONDS = env_float("AUDIT_DEFER_SECONDS", 1.0)
+# Where each web process spools those rows until they are inserted: they survive the process
+# being killed, so keep it on a volume that outlives the container (docker-compose.yml).
+AUDIT_SPOOL_DIR = Path(env_str("AUDIT_SPOOL_DIR", str(BASE_DIR / "var" / "audit-spool")))
 # exec_command: seconds a command may run before it is killed.
 EXEC_TIMEOUT_SECONDS = env_int("EXEC_TIMEOUT_SECONDS", 30)
 

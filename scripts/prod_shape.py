@@ -178,6 +178,8 @@ class Shape:
             ),
             "REDIS_URL": self.redis_url,
             "REDIS_PREFIX": self.prefix,
+            # The web workers' deferred audit rows: the shape's own, gone with it.
+            "AUDIT_SPOOL_DIR": str(self.state_dir / "audit-spool"),
             # As behind the production reverse proxy: each simulated user has an address of its
             # own (the login and anonymous throttles are per address).
             "TRUSTED_PROXY_IP_HEADER": "HTTP_X_FORWARDED_FOR",

@@ -126,15 +126,18 @@ def live_visible_container(user: Any, pk: int) -> Container:
     """The live container ``pk`` if ``user`` may open it (the sockets' access rule).
 
     ``ContainerNotVisible`` when it exists but is not visible to ``user``; ``ContainerMissing``
-    when there is none or it is being deleted. One query when visible; the second only tells
-    the two refusals apart.
+    when there is none or it is being deleted. One query for the owner (every console, editor
+    and AI turn checks this): a container is visible to its owner by ``visible_containers_for``'s
+    rule, whose team subqueries cost more to build and plan than the rest of an AI turn's
+    reservation; anyone else is asked that rule in a second query.
     """
-    container = visible_containers_for(user).select_related("node").filter(pk=pk).first()
-    if container is not None:
+    container = Container.objects.live().select_related("node").filter(pk=pk).first()
+    if container is None:
+        raise ContainerMissing()
+    owner = getattr(user, "is_authenticated", False) and container.user_id == user.pk
+    if owner or can_view_container(user, container):
         return container
-    if Container.objects.filter(pk=pk).live().exists():
-        raise ContainerNotVisible()
-    raise ContainerMissing()
+    raise ContainerNotVisible()
 
 
 def container_types_for_user(user: Any) -> QuerySet[ContainerType]:

@@ -1,16 +1,26 @@
-"""Deferred audit rows (``user.info``): batched off the request path, never lost on shutdown."""
+"""Deferred audit rows (``user.info``): spooled in the request, inserted in batches, exactly once
+even when the process that recorded them is killed."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import OperationalError
+from django.conf import settings
+from django.db import OperationalError, connection
 from django.test import Client, override_settings
 
-from internal_config.audit_batch import AUDIT_WRITER, audit_flush
-from internal_config.models import AuditLog
+from internal_config.audit_batch import AUDIT_WRITER, audit_flush, spool_ingest
+from internal_config.models import AuditLog, AuditSpoolSegment
 from pequeroku.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,9 +34,11 @@ def client(user) -> Client:
 
 
 @pytest.fixture(autouse=True)
-def empty_buffer():
-    yield
-    audit_flush()
+def spool(tmp_path):
+    directory = tmp_path / "spool"
+    with override_settings(AUDIT_SPOOL_DIR=directory):
+        yield directory
+        audit_flush()
 
 
 @override_settings(AUDIT_DEFER_SECONDS=60)
@@ -67,6 +79,17 @@ def landed_rows() -> int:
         return 0
 
 
+def test_a_spool_that_cannot_be_written_leaves_the_row_in_the_request(client, spool) -> None:
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    spool.write_text("a file where the folder should be")
+
+    with override_settings(AUDIT_DEFER_SECONDS=60):
+        assert client.get("/api/user/me/").status_code == 200
+
+    assert AuditLog.objects.filter(action="user.info").count() == 1
+    spool.unlink()
+
+
 def test_actions_are_still_written_in_the_request(client) -> None:
     with override_settings(AUDIT_DEFER_SECONDS=60):
         client.post("/api/user/logout/")
@@ -74,22 +97,145 @@ def test_actions_are_still_written_in_the_request(client) -> None:
     assert AuditLog.objects.filter(action="logout").exists()
 
 
+def test_rows_of_a_killed_process_arrive_exactly_once(user, spool) -> None:
+    recorder = start_recorder(spool, user.pk, rows=3)
+    try:
+        assert audit_flush() == 0, "a live process's segment was taken from it"
+    finally:
+        kill(recorder)
+
+    assert audit_flush() == 3
+    assert audit_flush() == 0
+    rows = AuditLog.objects.filter(action="user.info")
+    assert sorted(rows.values_list("message", flat=True)) == ["0", "1", "2"]
+    assert {row.user for row in rows} == {user}
+    assert list(spool.iterdir()) == []
+
+
+def test_a_crash_between_the_insert_and_the_removal_inserts_nothing_twice(user, spool) -> None:
+    recorder = start_recorder(spool, user.pk, rows=2)
+    kill(recorder)
+    (segment,) = spool.iterdir()
+    kept = Path(shutil.copy(segment, spool.parent / "kept"))
+    name = segment.name
+
+    assert spool_ingest(spool) == 2
+    # What the crash leaves: the rows and the segment's name committed, the file still there.
+    AuditSpoolSegment.objects.create(name=name, rows=2)
+    kept.rename(spool / name)
+
+    assert spool_ingest(spool) == 0
+    assert AuditLog.objects.filter(action="user.info").count() == 2
+    assert list(spool.iterdir()) == []
+    assert not AuditSpoolSegment.objects.exists()
+
+
+def test_a_segment_the_database_refuses_stays_for_the_next_flush(user, spool) -> None:
+    recorder = start_recorder(spool, user.pk, rows=1)
+    kill(recorder)
+    table = AuditLog._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
+    try:
+        assert spool_ingest(spool) == 0
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+
+    assert len(list(spool.iterdir())) == 1
+    assert not AuditSpoolSegment.objects.exists()
+    assert spool_ingest(spool) == 1
+
+
+def test_a_user_deleted_before_the_flush_leaves_the_row_without_its_user(user, spool) -> None:
+    recorder = start_recorder(spool, user.pk, rows=1)
+    kill(recorder)
+    user.delete()
+
+    assert audit_flush() == 1
+    assert AuditLog.objects.get(action="user.info").user is None
+
+
 async def test_the_servers_graceful_shutdown_writes_what_is_buffered(client, user) -> None:
     with override_settings(AUDIT_DEFER_SECONDS=60):
         await sync_to_async(client.get)("/api/user/me/")
-    sent: list[dict] = []
-    incoming = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
-
-    async def receive() -> dict:
-        return next(incoming)
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    await application({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+    sent = await run_lifespan()
 
     assert [m["type"] for m in sent] == [
         "lifespan.startup.complete",
         "lifespan.shutdown.complete",
     ]
     assert await AuditLog.objects.filter(action="user.info", user=user).acount() == 1
+
+
+async def test_the_servers_start_ingests_what_a_killed_process_left(user, spool) -> None:
+    recorder = start_recorder(spool, user.pk, rows=2)
+    kill(recorder)
+
+    await run_lifespan(shutdown=False)
+
+    assert await AuditLog.objects.filter(action="user.info", user=user).acount() == 2
+
+
+async def run_lifespan(*, shutdown: bool = True) -> list[dict]:
+    sent: list[dict] = []
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    incoming = iter(messages if shutdown else messages[:1])
+
+    async def receive() -> dict:
+        try:
+            return next(incoming)
+        except StopIteration:
+            raise EOFError from None
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    with contextlib.suppress(EOFError):
+        await application({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+    return sent
+
+
+RECORDER = """
+import os, sys, time
+import django
+django.setup()
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from internal_config.audit_batch import audit_defer
+
+settings.AUDIT_DEFER_SECONDS = 3600  # no flush of its own: only the spool has the rows
+user = get_user_model()(pk=int(sys.argv[1]))
+for number in range(int(sys.argv[2])):
+    audit_defer({"user": user, "action": "user.info", "target_type": "user",
+                 "target_id": str(user.pk), "message": str(number), "metadata": {},
+                 "ip": "10.0.0.7", "user_agent": "poller", "success": True})
+print("recorded", flush=True)
+time.sleep(60)
+"""
+
+
+def start_recorder(spool: Path, user_id: int, *, rows: int) -> subprocess.Popen[str]:
+    """A process that records ``rows`` deferred rows into ``spool`` and then waits to be killed."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "pequeroku.settings_test",
+        "AUDIT_SPOOL_DIR": str(spool),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(RECORDER), str(user_id), str(rows)],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "recorded"
+    return process
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    assert process.stdout is not None
+    process.stdout.close()

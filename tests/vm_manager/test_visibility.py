@@ -1,7 +1,10 @@
+import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
+from vm_manager.errors import ContainerMissing, ContainerNotVisible
 from vm_manager.models import Team, TeamMembership, can_view_container, visible_containers_for
+from vm_manager.selectors import live_visible_container
 
 
 def test_owner_sees_own_containers_only(user, other_user, make_container):
@@ -62,3 +65,29 @@ def test_containers_being_deleted_are_invisible(user, make_container):
     container = make_container(user, deleted_at=timezone.now())
 
     assert not can_view_container(user, container)
+
+
+def test_the_socket_access_check_costs_the_owner_one_query(
+    user, make_container, django_assert_num_queries
+):
+    mine = make_container(user)
+
+    with django_assert_num_queries(1):
+        assert live_visible_container(user, mine.pk) == mine
+
+
+def test_the_socket_access_check_asks_the_team_rule_for_anyone_else(
+    user, other_user, superuser, make_container
+):
+    theirs = make_container(other_user)
+    team = Team.objects.create(name="t", owner=other_user)
+    TeamMembership.objects.create(team=team, user=user)
+
+    assert live_visible_container(user, theirs.pk) == theirs
+    assert live_visible_container(superuser, theirs.pk) == theirs
+    with pytest.raises(ContainerNotVisible):
+        live_visible_container(AnonymousUser(), theirs.pk)
+    theirs.deleted_at = timezone.now()
+    theirs.save(update_fields=["deleted_at"])
+    with pytest.raises(ContainerMissing):
+        live_visible_container(user, theirs.pk)
