@@ -3,13 +3,15 @@
     .venv/bin/python bench/vm_boot.py [--runs N (10)] [--image-dir DIR] [--accel auto|kvm|tcg]
                                       [--legacy] [--levers]
 
-Both sides time the same "ready": an SSH login with the node's key that checks the guest's
-pinned host key, and one command (reading the instance id) answered.
+Both sides time the same "ready": the guest answering as itself on its channel (the instance
+id, over the virtio-serial port) or an SSH login with the node's key that checks the guest's
+pinned host key and one command (reading the instance id) answered, whichever comes first.
 (a) agent: ``HttpNodeDriver.vm_create`` + ``vm_start``, then ``vm_status`` every 0.05 s until
-    ``ssh_ready`` (the agent's warm-up did that login and read);
+    ``ssh_ready`` (the agent's warm-up did that ping, or that login and read);
 (b) bare: ``qemu-img create`` of an overlay and the agent's own launch (the VM-uid, sandboxed,
-    fd-passing QEMU command line), then the same work by hand: the forwarded port polled for the
-    SSH banner at the agent's warm-up interval, then the login and the command;
+    fd-passing QEMU command line), then the same work by hand: the channel pinged and, at the
+    same time, the forwarded port polled for the SSH banner at the agent's warm-up interval,
+    then the login and the command;
 (c) with ``--legacy``: bare QEMU as the agent ran it before guest isolation (as root, no
     ``-sandbox``/``-nodefaults``, default devices, serial log file), same image and readiness.
 The agent runs as root with the guest egress policy in force (it refuses VMs otherwise), so
@@ -47,6 +49,7 @@ import asyncssh  # noqa: E402
 import httpx  # noqa: E402
 
 from node_agent import qemu  # noqa: E402
+from node_agent.channel import GuestChannel  # noqa: E402
 from node_agent.config import DEFAULT_IMAGE_DIR, DEFAULT_UID_CLAIMS_DIR, DEFAULT_VM_UID_RANGE  # noqa: E402
 from node_agent.errors import ImageNotFoundError  # noqa: E402
 from node_agent.guest import INSTANCE_ID_PATH, wait_for_banner  # noqa: E402
@@ -131,9 +134,34 @@ async def boot_via_agent(
         await driver.vm_delete(vm_id)
 
 
-async def ready_by_hand(port: int, node_key: asyncssh.SSHKey, identity: GuestIdentity) -> None:
-    """What the agent's warm-up does, by hand: the banner polled at its interval, then a login
-    with the node's key against the pinned host key, and the instance id read and checked."""
+async def ready_by_hand(
+    port: int, node_key: asyncssh.SSHKey, identity: GuestIdentity, channel_socket: Path
+) -> None:
+    """What the agent's warm-up does, by hand: the guest channel pinged (answered as this VM
+    once the guest's daemon runs) and, at the same time, SSH (``ssh_by_hand``): whichever
+    answers first, as ``ssh_ready`` flips for either."""
+    channel = GuestChannel("bare", channel_socket)
+
+    async def by_channel() -> None:
+        while await channel.ping(BOOT_LIMIT) != identity.instance_id:
+            await asyncio.sleep(WARMUP_INTERVAL)
+
+    ways = [
+        asyncio.create_task(by_channel()),
+        asyncio.create_task(ssh_by_hand(port, node_key, identity)),
+    ]
+    try:
+        await asyncio.wait(ways, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for way in ways:
+            way.cancel()
+        await asyncio.gather(*ways, return_exceptions=True)
+        await channel.close()
+
+
+async def ssh_by_hand(port: int, node_key: asyncssh.SSHKey, identity: GuestIdentity) -> None:
+    """The banner polled at the warm-up's interval, then a login with the node's key against
+    the pinned host key, and the instance id read and checked."""
     while not await wait_for_banner(port):
         await asyncio.sleep(WARMUP_INTERVAL)
     while True:
@@ -191,7 +219,9 @@ async def boot_bare(
             )  # fmt: skip
         fds.close()
         try:
-            await asyncio.wait_for(ready_by_hand(port, node_key, identity), BOOT_LIMIT)
+            await asyncio.wait_for(
+                ready_by_hand(port, node_key, identity, files.channel_socket), BOOT_LIMIT
+            )
         except TimeoutError:
             raise SystemExit(f"bare QEMU was not ready in {BOOT_LIMIT:.0f}s") from None
         return time.monotonic() - started, *qemu_cost(pid)
