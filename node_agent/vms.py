@@ -59,7 +59,7 @@ WARMUP_INTERVAL = 0.05
 WARMUP_BACKOFF = 0.5  # after a banner, a login that still fails (sshd half up) is retried
 GOLDEN_BOOT_TIMEOUT = 600.0
 GOLDEN_SETTLE_TIMEOUT = 180.0  # the script waits up to 120 s for systemd
-TEMPLATE_SPARES_DELAY = 1.5  # the daemon starts its spare shells 0.2 s after a command
+TEMPLATE_SPARES_DELAY = 1.5  # the daemon starts its spare shell 0.2 s after a command
 SYNC_TIMEOUT = 60.0
 # A restored guest's channel daemon is running already: no answer in this long means none.
 CHANNEL_RESTORED_TIMEOUT = 5.0
@@ -436,8 +436,8 @@ class VMManager:
         result = await guest.run(conn, guest.SETTLE_SCRIPT, timeout=GOLDEN_SETTLE_TIMEOUT)
         if result.exit_code != 0:
             log.info("golden template: settling exited %s", result.exit_code)
-        await vm.guest.exec("true", timeout=30)
-        # Its channel daemon answers and has started its spare shells: every clone has them.
+        # A clone's first exec goes over its channel: run one there (the same login shell and
+        # profiles), and let the daemon start its spare shell, which every clone then has.
         await vm.channel.ping(GOLDEN_SETTLE_TIMEOUT)
         await vm.channel.exec("true", 30, guest.MAX_OUTPUT_BYTES)
         await asyncio.sleep(TEMPLATE_SPARES_DELAY)
