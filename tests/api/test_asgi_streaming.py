@@ -10,18 +10,12 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.test import AsyncClient
 
-from tests.support.api import start_vm, workspace
-from vm_manager.models import ContainerType
+from tests.support.fixtures.streams import own_container_type, running
+
+# Fixtures defined in tests.support, registered here by name.
+__all__ = ["own_container_type", "running"]
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def container_type() -> ContainerType:
-    # A transactional test flushes the seeded types between tests, so bring our own.
-    return ContainerType.objects.get_or_create(
-        container_type_name="stream", defaults={"memory_mb": 256, "vcpus": 1, "disk_gib": 1}
-    )[0]
 
 
 @pytest.fixture
@@ -29,12 +23,6 @@ async def close_view_connections():
     yield
     # Views ran in asgiref's thread for sync code; its connection would outlive the test.
     await sync_to_async(connections.close_all)()
-
-
-@pytest.fixture
-def running(user, node, make_container):
-    container = start_vm(make_container(user, node=node))
-    return container, workspace(container)
 
 
 async def test_download_folder_streams_asynchronously_under_asgi(

@@ -19,8 +19,10 @@ from django.core import signals
 
 from pequeroku.asgi import application
 from tests.asgi_http import asgi_request
-from tests.support.api import start_vm, workspace
-from vm_manager.models import ContainerType
+from tests.support.fixtures.streams import own_container_type, running
+
+# Fixtures defined in tests.support, registered here by name.
+__all__ = ["own_container_type", "running"]
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -116,20 +118,6 @@ async def test_an_api_path_without_a_route_is_a_json_404() -> None:
 
     assert response.status == 404
     assert response.json()["code"] == "not_found"
-
-
-@pytest.fixture
-def container_type() -> ContainerType:
-    # A transactional test flushes the seeded types between tests, so bring our own.
-    return ContainerType.objects.get_or_create(
-        container_type_name="stream", defaults={"memory_mb": 256, "vcpus": 1, "disk_gib": 1}
-    )[0]
-
-
-@pytest.fixture
-def running(user, node, make_container):
-    container = start_vm(make_container(user, node=node))
-    return container, workspace(container)
 
 
 async def test_a_download_streams_from_the_node_through_the_server_path(
