@@ -348,6 +348,11 @@ def profile(
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
         print("\n".join(line[:150] for line in out.getvalue().splitlines()[4:22]))
+    from internal_config.audit_batch import audit_flush
+
+    # The audit rows these requests spooled go in now, while the run's database still exists
+    # (otherwise the process's exit flush meets a removed file).
+    audit_flush()
 
 
 def main() -> None:

@@ -15,9 +15,10 @@ from typing import Any, TypedDict
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import QuerySet
+from django.db.models import Count, F, Func, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.sql.compiler import SQLCompiler
 
+from internal_config.models import AIUsageLog
 from vm_manager.errors import ContainerMissing, ContainerNotVisible
 from vm_manager.models import (
     Container,
@@ -25,6 +26,8 @@ from vm_manager.models import (
     FileTemplate,
     ResourceQuota,
     can_view_container,
+    credits_held_sum,
+    utc_day_start,
     visible_containers_for,
 )
 
@@ -155,13 +158,33 @@ def templates_for_user(user: Any) -> QuerySet[FileTemplate]:
     return templates if sees_all else templates.filter(public=True)
 
 
+# What the user summary and the container type list show of a type.
+CONTAINER_TYPE_FIELDS = (
+    "id",
+    "container_type_name",
+    "memory_mb",
+    "vcpus",
+    "disk_gib",
+    "credits_cost",
+)
+
+
+class ContainerTypeRow(TypedDict):
+    id: int
+    container_type_name: str
+    memory_mb: int
+    vcpus: int
+    disk_gib: int
+    credits_cost: int
+
+
 class QuotaSummary(TypedDict):
     credits: int
     credits_left: int
     ai_use_per_day: int
     ai_uses_left_today: int
     active: bool
-    allowed_types: list[ContainerType]
+    allowed_types: list[ContainerTypeRow]
 
 
 class UserSummary(TypedDict):
@@ -173,22 +196,42 @@ class UserSummary(TypedDict):
 
 
 def user_summary(user: Any) -> UserSummary:
-    """What ``/api/user/me/`` shows: own containers meant to run, and the quota's state."""
-    active = Container.objects.filter(user=user).holding_capacity().count()
-    quota = ResourceQuota.objects.filter(user=user).select_related("user").first()
+    """What ``/api/user/me/`` shows: own containers meant to run, and the quota's state.
+
+    Three queries and plain values (ready for JSON), since the frontend polls it every 2 s per
+    tab: the held containers' count and credits in one aggregate, the quota with today's AI
+    uses as a subquery, its types as rows.
+    """
+    held = (
+        Container.objects.filter(user=user)
+        .holding_capacity()
+        .aggregate(active=Count("pk"), used=credits_held_sum())
+    )
+    uses_today = (
+        AIUsageLog.objects.filter(user_id=OuterRef("user_id"), created_at__gte=utc_day_start())
+        .order_by()
+        .annotate(count=Func(F("pk"), function="COUNT"))
+        .values("count")
+    )
+    quota = (
+        ResourceQuota.objects.filter(user=user)
+        .annotate(uses_today=Subquery(uses_today, output_field=IntegerField()))
+        .order_by()  # one row at most: not the admin's ordering, which joins the user
+        .first()
+    )
     summary: QuotaSummary | None = None
     if quota is not None:
         summary = QuotaSummary(
             credits=quota.credits,
-            credits_left=quota.credits_left(),
+            credits_left=quota.credits - held["used"],
             ai_use_per_day=quota.ai_use_per_day,
-            ai_uses_left_today=quota.ai_uses_left_today(),
+            ai_uses_left_today=max(quota.ai_use_per_day - quota.uses_today, 0),
             active=quota.active,
-            allowed_types=list(quota.allowed_types.all()),
+            allowed_types=list(quota.allowed_types.values(*CONTAINER_TYPE_FIELDS)),  # type: ignore[arg-type]
         )
     return UserSummary(
         username=user.get_username(),
-        active_containers=active,
+        active_containers=held["active"],
         has_quota=quota is not None,
         is_superuser=user.is_superuser,
         quota=summary,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
@@ -9,8 +10,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
-from internal_config.models import AuditLog
-from vm_manager.models import ContainerType, ResourceQuota
+from internal_config.models import AIUsageLog, AuditLog
+from vm_manager.models import ContainerType, ResourceQuota, utc_day_start
 
 QUOTA_FIELDS = {
     "credits",
@@ -216,6 +217,49 @@ def test_me_shows_the_user_and_quota(api_client, user, make_container, container
     assert me["quota"]["ai_uses_left_today"] == me["quota"]["ai_use_per_day"]
     assert set(me["quota"]["allowed_types"][0]) == TYPE_FIELDS
     assert AuditLog.objects.get(action="user.info").success
+
+
+def test_me_counts_only_todays_ai_uses(api_client, user):
+    AIUsageLog.objects.create(user=user, query="today")
+    yesterday = AIUsageLog.objects.create(user=user, query="yesterday")
+    AIUsageLog.objects.filter(pk=yesterday.pk).update(
+        created_at=utc_day_start() - timedelta(seconds=1)
+    )
+
+    quota = api_client.get("/api/user/me/").json()["quota"]
+
+    assert quota["ai_uses_left_today"] == quota["ai_use_per_day"] - 1
+
+
+def test_me_never_shows_fewer_than_zero_ai_uses_left(api_client, user):
+    ResourceQuota.objects.filter(user=user).update(ai_use_per_day=1)
+    for _ in range(3):
+        AIUsageLog.objects.create(user=user, query="q")
+
+    assert api_client.get("/api/user/me/").json()["quota"]["ai_uses_left_today"] == 0
+
+
+def test_me_reads_in_the_same_queries_whatever_the_user_holds(
+    api_client, user, make_container, container_type, django_assert_num_queries
+):
+    # session, user, the held containers' aggregate, the quota with today's AI uses, its
+    # types; then the audit row (written in the request under the test settings)
+    with django_assert_num_queries(6):
+        api_client.get("/api/user/me/")
+    for _ in range(3):
+        make_container(user)
+        AIUsageLog.objects.create(user=user, query="q")
+    ResourceQuota.objects.get(user=user).allowed_types.add(
+        ContainerType.objects.create(
+            container_type_name="big", memory_mb=2048, vcpus=2, disk_gib=10
+        )
+    )
+
+    with django_assert_num_queries(6):
+        me = api_client.get("/api/user/me/").json()
+
+    assert me["active_containers"] == 3
+    assert len(me["quota"]["allowed_types"]) == ContainerType.objects.filter(private=False).count()
 
 
 def test_me_without_a_quota(api_client, user):

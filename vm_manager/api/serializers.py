@@ -16,7 +16,7 @@ from vm_manager.names import (
     display_name_validator,
     no_markup_validator,
 )
-from vm_manager.selectors import CONTAINER_ROW_FIELDS
+from vm_manager.selectors import CONTAINER_ROW_FIELDS, CONTAINER_TYPE_FIELDS
 
 MAX_DB_INT = 2**31 - 1
 MAX_CMD_CHARS = 10_000
@@ -46,7 +46,7 @@ class LoginSerializer(serializers.Serializer):
 class ContainerTypeSerializer(serializers.ModelSerializer):
     class Meta:
         model = ContainerType
-        fields = ("id", "container_type_name", "memory_mb", "vcpus", "disk_gib", "credits_cost")
+        fields = CONTAINER_TYPE_FIELDS
         read_only_fields = fields
 
 
