@@ -1,12 +1,13 @@
 """Time to the first answer chunk through the AI socket, minus the provider's own.
 
     .venv/bin/python bench/ai_stream.py [--turns 60] [--warmup 3] [--first-token-ms 50]
-        [--postgres postgresql://postgres@127.0.0.1:5432/postgres] [--redis redis://...]
+        [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
+        [--redis redis://127.0.0.1:6379/0]
 
 Production-shaped: the web service runs as its own process (Uvicorn serving
-``pequeroku.asgi`` with the production settings: PostgreSQL with persistent connections, the
-Redis channel layer when ``--redis`` is given, session cookie and Origin check), the in-memory
-node driver stands in for the node, and the fake OpenAI-compatible server
+``pequeroku.asgi`` with the production settings, ``DEBUG=false``: PostgreSQL with persistent
+connections, Redis for the channel layer and the cache, session cookie and Origin check), the
+in-memory node driver stands in for the node, and the fake OpenAI-compatible server
 (tests/ai/fake_provider.py) runs in this process. For each turn it:
 
 - sends ``{"text": ...}`` over a real WebSocket and times the first ``text`` event;
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -41,7 +43,7 @@ TARGET_MS = 20.0
 BENCH_PG_DB = "pequeroku_bench_ai"
 
 
-def bench_env(postgres: str, redis: str | None) -> dict[str, str]:
+def bench_env(postgres: str, redis: str) -> dict[str, str]:
     """The environment of both processes: production settings on the bench database."""
     import psycopg
 
@@ -55,10 +57,17 @@ def bench_env(postgres: str, redis: str | None) -> dict[str, str]:
         "DB_PORT": str(info.get("port", "5432")),
         "NODE_DRIVER": "vm_manager.drivers.memory.InMemoryNodeDriver",
         "LOG_LEVEL": "WARNING",
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        # Plain HTTP on loopback: production's TLS proxy is not part of the bench.
+        "SECURE_SSL_REDIRECT": "false",
+        "SESSION_COOKIE_SECURE": "false",
+        "CSRF_COOKIE_SECURE": "false",
         "RECONCILE_IN_BACKGROUND": "false",
     }
-    if redis:
-        env["REDIS_URL"] = redis
+    env["REDIS_URL"] = redis
+    env["REDIS_PREFIX"] = f"pqbench-ai-{secrets.token_hex(4)}:"
     return env
 
 
@@ -240,7 +249,12 @@ def main() -> None:
         default="postgresql://postgres@127.0.0.1:5432/postgres",
         help=f"server to create the throwaway database {BENCH_PG_DB} on",
     )
-    parser.add_argument("--redis", metavar="URL", help="use the Redis channel layer")
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default="redis://127.0.0.1:6379/0",
+        help="the channel layer and cache, as in production (keys under a prefix of this run)",
+    )
     args = parser.parse_args()
 
     env = bench_env(args.postgres, args.redis)
@@ -284,11 +298,10 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> None:
     provider_ttft = [p for _, p in turns]
     overhead = [t - p for t, p in turns]
     direct_overhead = [d - p for d, p in zip(direct, provider_ttft, strict=False)]
-    layer = "Redis" if args.redis else "in-memory"
     print(
         f"{args.turns} turns (after {args.warmup} warm-up), provider first token after "
         f"{args.first_token_ms:.0f} ms; web service: Uvicorn process, PostgreSQL, "
-        f"{layer} channel layer"
+        f"Redis channel layer and cache"
     )
     print(describe("socket: send -> first text event", socket_ttft))
     print(describe("provider's own time to first token", provider_ttft))
