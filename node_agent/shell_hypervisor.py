@@ -72,8 +72,11 @@ from .schemas import (
 log = logging.getLogger("node_agent.shell")
 
 # What the fake node claims to hold: room for hundreds of small containers on any machine.
+# A VM's disk is a number in its record here, not a file, so the disk it claims is as fake as
+# the rest (the real free space is still reported, for NODE_MIN_FREE_DISK_MB).
 CAPACITY_VCPUS = 4096
 CAPACITY_MEM_MB = 4 * 1024 * 1024
+CAPACITY_DISK_MB = 64 * 1024 * 1024
 MAX_OUTPUT_BYTES = 256 * 1024
 # Placement gives no container to a node without guest isolation, and this fake has none. The
 # production shape's load runs (scripts/prod_shape.py, 127.0.0.1 only) set this variable so that
@@ -187,7 +190,7 @@ class ShellVMManager:
             "used_vcpus": sum(vm.record.vcpus for vm in running),
             "used_mem_mb": sum(vm.record.memory_mb for vm in running),
             "running_vms": len(running),
-            "capacity_disk_mb": usage.f_blocks * usage.f_frsize // 2**20,
+            "capacity_disk_mb": CAPACITY_DISK_MB,
             "free_disk_mb": usage.f_bavail * usage.f_frsize // 2**20,
             "guest_isolation": os.environ.get(LOAD_RUN_ISOLATION_ENV) == "1",
             "guest_egress": self.config.guest_egress,

@@ -97,6 +97,16 @@ async def test_health_says_it_is_the_fake(shell_agent: AgentProcess) -> None:
     assert health["capacity_vcpus"] >= 1000
 
 
+async def test_health_claims_disk_for_hundreds_of_containers_whatever_the_hosts_disk(
+    shell_agent: AgentProcess,
+) -> None:
+    # Its VMs' disks are numbers in their records: the host's disk must not cap the load runs.
+    health = await shell_agent.driver().health()
+
+    assert health["capacity_disk_mb"] >= 1000 * 5 * 1024
+    assert health["free_disk_mb"] <= health["capacity_disk_mb"]
+
+
 async def test_files_and_commands_share_the_vms_folder(running_vm: HttpNodeDriver) -> None:
     await running_vm.write_file("vm1", "/app/src/main.py", b"print('hi')\n")
     result = await running_vm.exec("vm1", "python3 src/main.py && ls src")
