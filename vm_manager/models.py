@@ -46,6 +46,14 @@ def utc_day_start() -> datetime:
     return datetime.combine(timezone.now().astimezone(UTC).date(), time.min, tzinfo=UTC)
 
 
+def ai_uses_of_today(user_id: Any) -> models.QuerySet[AIUsageLog]:
+    """A user's AI uses of today, the UTC day: what the daily limit counts. ``user_id`` may be
+    an ``OuterRef``."""
+    from internal_config.models import AIUsageLog
+
+    return AIUsageLog.objects.filter(user_id=user_id, created_at__gte=utc_day_start())
+
+
 class ContainerType(models.Model):
     container_type_name = models.CharField(max_length=100, unique=True)
     memory_mb = models.PositiveIntegerField()
@@ -140,8 +148,10 @@ class ResourceQuota(models.Model):
         owner = user if user is not None else self.user
         return Container.objects.filter(user=owner).credits_held()
 
-    def credits_left(self) -> int:
-        return self.credits - self.calculate_used_credits()
+    def credits_left(self, used: int | None = None) -> int:
+        """``used``: the credits held, when already read (the user summary reads them with
+        its count of held containers)."""
+        return self.credits - (self.calculate_used_credits() if used is None else used)
 
     def can_create_container(self, container_type: ContainerType) -> bool:
         return self.refusal_for(container_type) is None
@@ -178,14 +188,12 @@ class ResourceQuota(models.Model):
         return None
 
     def ai_uses_today(self) -> int:
-        from internal_config.models import AIUsageLog
+        return ai_uses_of_today(self.user_id).count()
 
-        return AIUsageLog.objects.filter(
-            user_id=self.user_id, created_at__gte=utc_day_start()
-        ).count()
-
-    def ai_uses_left_today(self) -> int:
-        return max(self.ai_use_per_day - self.ai_uses_today(), 0)
+    def ai_uses_left_today(self, used: int | None = None) -> int:
+        """``used``: today's count, when already read (the user summary reads it with the
+        quota)."""
+        return max(self.ai_use_per_day - (self.ai_uses_today() if used is None else used), 0)
 
     def get_user_logs(self) -> models.QuerySet[AuditLog]:
         from internal_config.models import AuditLog

@@ -18,16 +18,15 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count, F, Func, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.sql.compiler import SQLCompiler
 
-from internal_config.models import AIUsageLog
 from vm_manager.errors import ContainerMissing, ContainerNotVisible
 from vm_manager.models import (
     Container,
     ContainerType,
     FileTemplate,
     ResourceQuota,
+    ai_uses_of_today,
     can_view_container,
     credits_held_sum,
-    utc_day_start,
     visible_containers_for,
 )
 
@@ -158,24 +157,18 @@ def templates_for_user(user: Any) -> QuerySet[FileTemplate]:
     return templates if sees_all else templates.filter(public=True)
 
 
-# What the user summary and the container type list show of a type.
-CONTAINER_TYPE_FIELDS = (
-    "id",
-    "container_type_name",
-    "memory_mb",
-    "vcpus",
-    "disk_gib",
-    "credits_cost",
-)
-
-
 class ContainerTypeRow(TypedDict):
+    """What the user summary and the container type list show of a type."""
+
     id: int
     container_type_name: str
     memory_mb: int
     vcpus: int
     disk_gib: int
     credits_cost: int
+
+
+CONTAINER_TYPE_FIELDS = tuple(ContainerTypeRow.__annotations__)
 
 
 class QuotaSummary(TypedDict):
@@ -208,7 +201,7 @@ def user_summary(user: Any) -> UserSummary:
         .aggregate(active=Count("pk"), used=credits_held_sum())
     )
     uses_today = (
-        AIUsageLog.objects.filter(user_id=OuterRef("user_id"), created_at__gte=utc_day_start())
+        ai_uses_of_today(OuterRef("user_id"))
         .order_by()
         .annotate(count=Func(F("pk"), function="COUNT"))
         .values("count")
@@ -223,9 +216,9 @@ def user_summary(user: Any) -> UserSummary:
     if quota is not None:
         summary = QuotaSummary(
             credits=quota.credits,
-            credits_left=quota.credits - held["used"],
+            credits_left=quota.credits_left(used=held["used"]),
             ai_use_per_day=quota.ai_use_per_day,
-            ai_uses_left_today=max(quota.ai_use_per_day - quota.uses_today, 0),
+            ai_uses_left_today=quota.ai_uses_left_today(used=quota.uses_today),
             active=quota.active,
             allowed_types=list(quota.allowed_types.values(*CONTAINER_TYPE_FIELDS)),  # type: ignore[arg-type]
         )
