@@ -306,15 +306,21 @@ AUDIT_SPOOL_DIR = Path(env_str("AUDIT_SPOOL_DIR", str(BASE_DIR / "var" / "audit-
 # exec_command: seconds a command may run before it is killed.
 EXEC_TIMEOUT_SECONDS = env_int("EXEC_TIMEOUT_SECONDS", 30)
 
+
+def redis_cache(url: str, prefix: str) -> dict[str, object]:
+    """The Redis cache's settings (also used by the tests): one connection pool per process
+    (``pequeroku.redis_pool``), not one per request."""
+    return {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": url,
+        "KEY_PREFIX": prefix,
+        "OPTIONS": {"pool_class": "pequeroku.redis_pool.SharedConnectionPool"},
+    }
+
+
 # Throttle counters: shared by every worker through Redis when it is used.
 if USE_REDIS:
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": REDIS_PREFIX,
-        }
-    }
+    CACHES = {"default": redis_cache(REDIS_URL, REDIS_PREFIX)}
 
 # Compute nodes
 NODE_DRIVER = env_str("NODE_DRIVER", "vm_manager.drivers.http.HttpNodeDriver")
