@@ -111,7 +111,7 @@ DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 10)
 if env_str("DB_NAME"):
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.postgresql",
+            "ENGINE": "pequeroku.postgresql",
             "NAME": env_str("DB_NAME"),
             "USER": env_str("DB_USER"),
             "PASSWORD": env_str("DB_PASSWORD"),
@@ -119,7 +119,8 @@ if env_str("DB_NAME"):
             "PORT": env_str("DB_PORT", "5432"),
             "CONN_MAX_AGE": 0 if DB_POOL_MAX_SIZE > 0 else env_int("DB_CONN_MAX_AGE", 60),
             # With the pool: a connection is checked when taken (one dropped by a restart is
-            # replaced, not handed to a request).
+            # replaced, not handed to a request), by pequeroku.db_pool's check: a round trip
+            # only when the connection received something while it was idle.
             "CONN_HEALTH_CHECKS": True,
             "OPTIONS": (
                 {

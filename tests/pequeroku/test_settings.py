@@ -41,7 +41,7 @@ def test_newcomer_defaults_are_sqlite_and_in_memory_layer():
 def test_db_name_and_redis_url_switch_to_postgresql_and_redis():
     result = run_settings(DB_NAME="pequeroku", REDIS_URL="redis://127.0.0.1:6379/1")
 
-    assert json.loads(result.stdout)["db"] == "django.db.backends.postgresql"
+    assert json.loads(result.stdout)["db"] == "pequeroku.postgresql"  # Django's, pool check
     assert json.loads(result.stdout)["layer"] == "channels_redis.core.RedisChannelLayer"
 
 
