@@ -21,6 +21,7 @@ PROVIDED_BY = {
     "pydantic": "fastapi",
     "certifi": "httpx",
     "cryptography": "channels-redis",  # the [cryptography] extra
+    "psycopg_pool": "psycopg",  # the [pool] extra
 }
 
 
