@@ -48,8 +48,10 @@ def bench_env(postgres: str, redis: str) -> dict[str, str]:
     import psycopg
 
     info = psycopg.conninfo.conninfo_to_dict(postgres)
-    env = {
-        "DJANGO_SETTINGS_MODULE": "pequeroku.settings",
+    from scripts.prod_shape import loopback_production_env
+
+    return {
+        **loopback_production_env(secrets.token_urlsafe(48)),
         "DB_NAME": BENCH_PG_DB,
         "DB_USER": str(info.get("user", "postgres")),
         "DB_PASSWORD": str(info.get("password", "")),
@@ -57,18 +59,10 @@ def bench_env(postgres: str, redis: str) -> dict[str, str]:
         "DB_PORT": str(info.get("port", "5432")),
         "NODE_DRIVER": "vm_manager.drivers.memory.InMemoryNodeDriver",
         "LOG_LEVEL": "WARNING",
-        "DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        # Plain HTTP on loopback: production's TLS proxy is not part of the bench.
-        "SECURE_SSL_REDIRECT": "false",
-        "SESSION_COOKIE_SECURE": "false",
-        "CSRF_COOKIE_SECURE": "false",
         "RECONCILE_IN_BACKGROUND": "false",
+        "REDIS_URL": redis,
+        "REDIS_PREFIX": f"pqbench-ai-{secrets.token_hex(4)}:",
     }
-    env["REDIS_URL"] = redis
-    env["REDIS_PREFIX"] = f"pqbench-ai-{secrets.token_hex(4)}:"
-    return env
 
 
 def setup_django(postgres: str, env: dict[str, str]) -> None:

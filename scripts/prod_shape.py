@@ -105,6 +105,22 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def loopback_production_env(secret_key: str) -> dict[str, str]:
+    """The production settings (``DEBUG=false``) for a server on 127.0.0.1 over plain HTTP
+    (also ``bench/ai_stream.py``'s)."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "pequeroku.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": secret_key,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        # Plain HTTP on loopback: the TLS proxy of production is not part of it.
+        "SECURE_SSL_REDIRECT": "false",
+        "SESSION_COOKIE_SECURE": "false",
+        "CSRF_COOKIE_SECURE": "false",
+        "SECURE_HSTS_SECONDS": "0",
+    }
+
+
 @dataclass
 class Agent:
     index: int
@@ -152,15 +168,7 @@ class Shape:
     def env(self) -> dict[str, str]:
         """The production settings every Django process of the shape runs with."""
         return {
-            "DJANGO_SETTINGS_MODULE": "pequeroku.settings",
-            "DEBUG": "false",
-            "SECRET_KEY": self.secret_key,
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            # Plain HTTP on loopback: the TLS proxy of production is not part of the shape.
-            "SECURE_SSL_REDIRECT": "false",
-            "SESSION_COOKIE_SECURE": "false",
-            "CSRF_COOKIE_SECURE": "false",
-            "SECURE_HSTS_SECONDS": "0",
+            **loopback_production_env(self.secret_key),
             "DB_NAME": SHAPE_DB,
             "DB_USER": "postgres",
             "DB_PASSWORD": "",
