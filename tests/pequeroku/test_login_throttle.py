@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 from django.core.cache.backends.redis import RedisCache
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from pequeroku import login_throttle
+from tests.support.redis_keys import integration_redis_url, redis_keys_delete
 
 pytestmark = pytest.mark.django_db
 
@@ -65,19 +64,14 @@ def test_login_unlock_refuses_a_malformed_address(db):
 @pytest.fixture
 def two_workers_on_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[RedisCache]]:
     """Two cache clients with their own connections to the test Redis, one key prefix."""
-    url = os.environ.get("PEQUEROKU_TEST_REDIS")
-    if not url:
-        pytest.skip("needs PEQUEROKU_TEST_REDIS (the integration pass of scripts/test.sh sets it)")
+    url = integration_redis_url()
     prefix = f"pequeroku-test-throttle-{uuid.uuid4().hex}"
     workers = [RedisCache(url, {"KEY_PREFIX": prefix}) for _ in range(2)]
     yield workers
     for worker in workers:  # Django's RedisCache keeps its pools open for the process
         for pool in worker._cache._pools.values():
             pool.disconnect()
-    client = redis.Redis.from_url(url)
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
-    client.close()
+    redis_keys_delete(url, f"{prefix}:*")
 
 
 @pytest.mark.integration

@@ -7,13 +7,11 @@ of its own: without the shared pool each request opened a new connection to Redi
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from unittest import mock
 
 import pytest
-import redis
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.db import connections
@@ -22,6 +20,7 @@ from redis.connection import Connection
 from pequeroku.http_handler import ThreadedASGIHandler
 from pequeroku.settings import redis_cache
 from tests.asgi_http import asgi_request
+from tests.support.redis_keys import integration_redis_url, redis_keys_delete
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -31,16 +30,11 @@ JSON = (b"content-type", b"application/json")
 @pytest.fixture
 def redis_cache_settings(settings) -> Iterator[str]:
     """The production cache settings on the test Redis, under a prefix of this test."""
-    url = os.environ.get("PEQUEROKU_TEST_REDIS")
-    if not url:
-        pytest.skip("needs PEQUEROKU_TEST_REDIS (the integration pass of scripts/test.sh sets it)")
+    url = integration_redis_url()
     prefix = f"pequeroku-test-pool-{uuid.uuid4().hex}"
     settings.CACHES = {"default": redis_cache(url, prefix)}
     yield prefix
-    client = redis.Redis.from_url(url)
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
-    client.close()
+    redis_keys_delete(url, f"{prefix}:*")
 
 
 async def test_requests_reuse_the_caches_redis_connections(

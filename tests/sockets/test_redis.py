@@ -7,7 +7,6 @@ worker's layer.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +14,7 @@ import redis
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer
 
+from tests.support.redis_keys import integration_redis_url, redis_keys_delete
 from tests.support.sockets import next_event
 from vm_manager.guest.revisions import RedisRevisionStore, revision_store
 
@@ -31,14 +31,9 @@ PREFIX = "pequeroku-test:"
 
 @pytest.fixture(autouse=True)
 def redis_url() -> Iterator[str]:
-    url = os.environ.get("PEQUEROKU_TEST_REDIS")
-    if not url:
-        pytest.skip("needs PEQUEROKU_TEST_REDIS (the integration pass of scripts/test.sh sets it)")
-    client = redis.Redis.from_url(url)
-    for key in client.scan_iter(f"{PREFIX}revisions:*"):
-        client.delete(key)
+    url = integration_redis_url()
+    redis_keys_delete(url, f"{PREFIX}revisions:*")
     yield url
-    client.close()
 
 
 def other_worker_layer(url: str) -> RedisChannelLayer:
